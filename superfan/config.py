@@ -306,7 +306,7 @@ class Config(_Strict):
 
 def _format_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+    loc = ".".join(str(p) for p in first["loc"]) or "config"
     got = first.get("input")
     got_s = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
