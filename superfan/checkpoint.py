@@ -1,0 +1,170 @@
+"""Checkpoints: one directory with ``checkpoint.pt``, ``config.yaml`` and ``metrics.json``.
+
+The ``.pt`` payload holds only tensors, numbers, strings, lists and dicts so that it loads with
+``torch.load(weights_only=True)``: a checkpoint pulled from shared storage can never execute code.
+``checkpoint.pt`` is written last (each file via a temporary name and a rename), so a directory with a
+``checkpoint.pt`` is complete; a crash mid-save leaves either the previous checkpoint or no ``.pt`` at all.
+``config.yaml`` and ``metrics.json`` are human-readable copies of what the payload already holds.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from superfan import storage
+from superfan.errors import IntegrityError, StorageError
+
+FORMAT = "superfan-checkpoint/1"
+PT_NAME = "checkpoint.pt"
+
+
+def code_version() -> str:
+    """Package version (and git commit when running from a checkout) so a checkpoint says what made it."""
+    try:
+        from importlib.metadata import version
+
+        ver = version("superfan")
+    except Exception:  # noqa: BLE001 - metadata is missing in odd installs; the version is informative only
+        ver = "unknown"
+    try:
+        import subprocess
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parents[1]
+        if (root / ".git").exists():
+            sha = subprocess.run(
+                ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            ).stdout.strip()
+            if sha:
+                ver = f"{ver}+g{sha}"
+    except Exception:  # noqa: BLE001
+        pass
+    return ver
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-safe copy of metrics (tensors and numpy scalars become floats)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.item() if obj.numel() == 1 else obj.tolist()
+    if hasattr(obj, "item") and callable(obj.item):
+        return obj.item()
+    return obj
+
+
+def save_checkpoint(directory: str | os.PathLike[str], payload: dict[str, Any]) -> str:
+    """Write ``payload`` as a checkpoint directory (local path or ``s3://`` prefix); returns the ``.pt`` URL.
+
+    ``format``, ``created`` and ``code_version`` are filled in when missing. The side files go first and
+    ``checkpoint.pt`` last, each atomically, so readers that look for ``checkpoint.pt`` never see a torn one.
+    """
+    import yaml
+
+    payload = dict(payload)
+    payload.setdefault("format", FORMAT)
+    payload.setdefault("created", now_iso())
+    payload.setdefault("code_version", code_version())
+    payload["metrics"] = _plain(payload.get("metrics") or {})
+    directory = str(directory)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    storage.write_text(
+        storage.join(directory, "config.yaml"), yaml.safe_dump(payload.get("config") or {}, sort_keys=False)
+    )
+    summary = {
+        k: payload.get(k)
+        for k in ("stage", "stage_kind", "stage_index", "epoch", "global_epoch", "step", "teacher", "created")
+    }
+    summary.update(
+        perceptual_pretrained=payload.get("perceptual_pretrained"),
+        perceptual_weights=payload.get("perceptual_weights"),
+        metrics=payload["metrics"],
+    )
+    storage.write_text(storage.join(directory, "metrics.json"), json.dumps(summary, indent=2, default=str))
+    pt = storage.join(directory, PT_NAME)
+    storage.write_bytes(pt, buf.getvalue())
+    return pt
+
+
+def _pt_url(path: str) -> str:
+    if path.endswith(".pt"):
+        return path
+    return storage.join(path, PT_NAME)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a checkpoint directory, its ``checkpoint.pt``, or an ``s3://`` URL of either, on the CPU.
+
+    Uses ``weights_only=True``: only tensors and plain containers are accepted, never pickled code.
+    """
+    url = _pt_url(str(path))
+    data = storage.read_bytes(url)
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is a corrupt or foreign file
+        raise IntegrityError(
+            f"{url}: not a loadable superfan checkpoint ({type(err).__name__}: {err})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise IntegrityError(f"{url}: not a superfan checkpoint (format {got!r}, expected {FORMAT!r})")
+    return payload
+
+
+def strip_ddp(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """State dict without DDP's ``module.`` prefixes, so checkpoints load into bare modules."""
+    return {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def models_from_checkpoint(payload: dict[str, Any], device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Rebuild ``generator``, ``fan`` and ``critic`` (eval mode) from a payload; absent ones are ``None``.
+
+    Architectures come from the payload's own resolved config, so a checkpoint is self-describing and
+    does not depend on the profile the caller happens to have loaded.
+    """
+    from superfan.config import from_dict
+    from superfan.models import FAN, Critic, Generator
+
+    cfg = from_dict(payload["config"], source="checkpoint config")
+    out: dict[str, Any] = {"generator": None, "fan": None, "critic": None, "config": cfg}
+    builders = {
+        "generator": lambda: Generator.from_config(cfg.model.generator),
+        "fan": lambda: FAN.from_config(cfg.model.fan),
+        "critic": lambda: Critic(channels=cfg.model.critic.channels),
+    }
+    for name, build in builders.items():
+        state = payload.get(name)
+        if state is None:
+            continue
+        net = build()
+        try:
+            net.load_state_dict(strip_ddp(state))
+        except RuntimeError as err:
+            first = str(err).splitlines()[0]
+            raise IntegrityError(f"checkpoint {name} weights do not match its config: {first}") from None
+        out[name] = net.to(device).eval()
+    return out
+
+
+def require_file(path: str) -> None:
+    """One-line error when a checkpoint path given on the command line does not exist."""
+    if not storage.exists(_pt_url(path)):
+        raise StorageError(f"{path}: no {PT_NAME} there (give a checkpoint directory or its {PT_NAME})")

@@ -1,0 +1,121 @@
+"""``superfan train fan|superfan``: train the HR teacher FAN, or the Super-FAN stages, on Ray Train.
+
+``train fan`` runs the config's stages of kind ``fan`` (the packaged profiles call it ``teacher``; a
+config without one gets ``StageConfig(name="teacher", kind="fan", epochs=--epochs or 30)``).
+``train superfan`` runs the other stages (or ``--stages a,b``) in order as one Train run and needs the
+teacher checkpoint. Both attach to ``RAY_ADDRESS`` when set, else start Ray locally, and print the final
+metrics and the URL of the last checkpoint (pass it to ``--teacher``, ``--init`` or ``superfan evaluate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+from superfan.errors import TrainingDiverged, UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="what", metavar="WHAT", required=True)
+    fan = sub.add_parser("fan", help="train the HR teacher FAN on ground-truth landmark heatmaps")
+    sr = sub.add_parser("superfan", help="train the Super-FAN stages (needs --teacher)")
+    for p in (fan, sr):
+        p.add_argument("--config", default="tiny", help="profile name (tiny, paper) or YAML path")
+        p.add_argument(
+            "--data", action="append", default=None, help="train shards: URL, brace pattern or manifest"
+        )
+        p.add_argument("--val", action="append", default=None, help="validation shards (reported as val_*)")
+        p.add_argument(
+            "--storage", "--out", dest="storage", default=None, help="local dir or s3:// for Ray results"
+        )
+        p.add_argument("--name", default=None, help="run name (re-using a name resumes that run)")
+        p.add_argument("--workers", type=int, default=None, help="Ray Train workers (train.workers)")
+        p.add_argument(
+            "--init", default=None, help="checkpoint to start from (continues it if its stage is run)"
+        )
+        p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.batch_size=32")
+    fan.add_argument("--epochs", type=int, default=None, help="epochs of the teacher stage")
+    sr.add_argument("--teacher", default=None, help="teacher FAN checkpoint (from `superfan train fan`)")
+    sr.add_argument("--stages", default=None, help="comma-separated stage names (default: all non-teacher)")
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from superfan.config import StageConfig, load_config
+
+    overrides = list(args.overrides or [])
+    if args.workers is not None:
+        overrides.append(f"train.workers={args.workers}")
+    cfg = load_config(args.config, overrides)
+    if args.data:
+        cfg.data.train = args.data
+    if args.val:
+        cfg.data.val = args.val
+    if not cfg.data.train:
+        raise UserError("no training data: pass --data URL (shards, brace pattern or manifest.json)")
+    if args.what == "fan":
+        fan_stages = [s for s in cfg.stages if s.kind == "fan"]
+        if not fan_stages:
+            fan_stages = [StageConfig(name="teacher", kind="fan", epochs=args.epochs or 30)]
+            cfg.stages = fan_stages + list(cfg.stages)
+        elif args.epochs:
+            for s in fan_stages:
+                s.epochs = args.epochs
+    return cfg
+
+
+def _ray_init() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=True)
+
+
+def _failure_line(err: BaseException) -> str:
+    """The root cause of a failed Train run as one line (TrainingDiverged and other user errors)."""
+    text = str(err)
+    for marker in (TrainingDiverged.__name__, "ConfigError", "StorageError", "IntegrityError"):
+        if marker in text:
+            tail = text[text.rindex(marker) :].splitlines()[0]
+            return tail
+    return text.strip().splitlines()[-1] if text.strip() else type(err).__name__
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from superfan.train.trainer import build_trainer, checkpoint_url
+
+    cfg = _config(args)
+    stages = None
+    if args.what == "fan":
+        stages = [s.name for s in cfg.stages if s.kind == "fan"]
+    elif args.stages:
+        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    name = args.name or f"{args.what}-{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+    root = args.storage or cfg.train.storage
+    _ray_init()
+    trainer = build_trainer(
+        cfg,
+        name=name,
+        storage=root,
+        stages=stages,
+        teacher=getattr(args, "teacher", None),
+        resume_from=args.init,
+    )
+    import ray.train
+
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as err:
+        raise UserError(f"training failed: {_failure_line(err)}") from None
+    metrics = {k: v for k, v in (result.metrics or {}).items() if not k.startswith("_")}
+    print(json.dumps(metrics, indent=2, default=str))
+    if result.checkpoint is not None:
+        print(f"checkpoint: {checkpoint_url(result.checkpoint.path, root)}")
+    return 0

@@ -1,0 +1,431 @@
+"""``train_loop_per_worker``: one Ray Train run executes every selected stage of a config in order.
+
+The loop body is :func:`run_training`, which knows nothing about Ray: it takes the rank, the world size,
+a ``wrap`` function (DDP) and a ``report`` callable. :func:`train_loop_per_worker` plugs Ray Train into
+it; the unit tests plug a local directory reporter into the same code, so what they check (resume,
+divergence, which weights move) is what runs on the cluster.
+
+Counters: ``epoch`` is the number of finished epochs within the stage, ``global_epoch`` the number of
+finished epochs over the whole chain (what ASHA should use as its time attribute), ``step`` the number
+of generator/FAN optimiser steps over the whole chain. A checkpoint is written after its epoch's weights
+are checked finite, so a divergence never replaces a good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from superfan import storage
+from superfan.checkpoint import load_checkpoint, models_from_checkpoint, save_checkpoint, strip_ddp
+from superfan.config import Config, StageConfig, from_dict
+from superfan.errors import ConfigError, TrainingDiverged
+from superfan.train.stages import STAGE_SPECS, Nets, StageRunner, build_nets, params_finite
+
+LoaderFactory = Callable[..., Iterable[dict[str, Any]]]
+
+
+class Reporter(Protocol):
+    def __call__(self, metrics: dict[str, Any], payload: dict[str, Any] | None) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def is_path_ref(ref: str) -> bool:
+    """``init_from`` names an earlier stage unless it looks like a path or URL."""
+    return "/" in ref or "://" in ref or ref.endswith(".pt")
+
+
+def steps_per_epoch(cfg: Config, world_size: int) -> int:
+    """Optimiser steps per epoch per worker; the LR schedule is planned from it.
+
+    ``data.samples_per_epoch`` is per worker. Without it we read the sample count from the train set's
+    ``manifest.json`` and split it over the workers.
+    """
+    n = cfg.data.samples_per_epoch
+    if n is None:
+        total = 0
+        for url in cfg.data.train:
+            if url.endswith("manifest.json"):
+                total += int(json.loads(storage.read_text(url)).get("samples", 0))
+        if total == 0:
+            raise ConfigError(
+                "data.samples_per_epoch is unset and the train URLs are not manifests: "
+                "set data.samples_per_epoch"
+            )
+        n = total // world_size
+    return max(1, n // cfg.data.batch_size)
+
+
+def _default_loader(cfg: Config, *, train: bool, rank: int, world_size: int, epoch: int) -> Iterable[dict]:
+    from superfan.data import make_loader
+
+    urls = cfg.data.train if train else cfg.data.val
+    return make_loader(
+        urls, cfg, train=train, rank=rank, world_size=world_size, seed=cfg.data.seed, epoch=epoch
+    )
+
+
+def _dist() -> Any:
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def _mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
+    dist = _dist()
+    if dist is None or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    t /= dist.get_world_size()
+    return dict(zip(keys, t.tolist(), strict=True))
+
+
+def _broadcast(obj: Any, rank: int) -> Any:
+    dist = _dist()
+    if dist is None:
+        return obj
+    box = [obj if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def load_teacher(ref: str, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    """The frozen HR teacher FAN and its config (the integrated FAN must share its architecture)."""
+    payload = load_checkpoint(ref)
+    fan = models_from_checkpoint(payload, device)["fan"]
+    if fan is None:
+        raise ConfigError(f"{ref}: checkpoint holds no FAN; the teacher comes from `superfan train fan`")
+    return fan, payload["config"]["model"]["fan"]
+
+
+def _load_weights(nets: Nets, payload: dict[str, Any], names: Iterable[str]) -> list[str]:
+    done = []
+    for name in names:
+        state, net = payload.get(name), getattr(nets, name)
+        if state is not None and net is not None:
+            net.load_state_dict(strip_ddp(state))
+            done.append(name)
+    return done
+
+
+# ----------------------------------------------------------------------------------------- validation
+
+
+@torch.no_grad()
+def _validate_fan(
+    fan: nn.Module, cfg: Config, loader: Iterable[dict[str, Any]], device: torch.device
+) -> dict:
+    """Teacher stage: the FAN on HR faces (the upper-bound row of Table 2), same AUC/NME code as evaluate."""
+    from superfan.faces import heatmaps_to_points
+    from superfan.metrics import auc, auc_by_pose, nme
+
+    errs, yaws = [], []
+    for batch in loader:
+        mask = batch["has_landmarks"].bool()
+        if not mask.any():
+            continue
+        pred = heatmaps_to_points(
+            fan(batch["hr"].to(device))[-1].float().cpu(), image_size=cfg.augment.hr_size
+        )
+        errs.append(torch.as_tensor(nme(pred[mask], batch["landmarks"][mask])).reshape(-1))
+        yaws.append(batch["yaw"][mask].reshape(-1))
+    if not errs:
+        return {}
+    e, y = torch.cat(errs), torch.cat(yaws)
+    out: dict[str, Any] = {
+        "val_nme": float(e.mean()),
+        "val_auc": float(auc(e, threshold=cfg.eval.auc_threshold)),
+    }
+    try:
+        by_pose = auc_by_pose(e, y, threshold=cfg.eval.auc_threshold)
+        if isinstance(by_pose, dict):
+            for k, v in by_pose.items():
+                key = k if str(k).startswith("val_") else f"val_auc_{k}"
+                out[key] = float(v)
+    except TypeError:
+        pass
+    out.setdefault("val_auc_balanced", out["val_auc"])
+    return out
+
+
+def _validate(
+    kind: str, nets: Nets, cfg: Config, loader: Iterable[dict[str, Any]], device: torch.device
+) -> dict[str, Any]:
+    modes = {
+        n: getattr(nets, n).training for n in ("generator", "fan", "critic") if getattr(nets, n) is not None
+    }
+    try:
+        for n in modes:
+            getattr(nets, n).eval()
+        if kind == "fan":
+            return _validate_fan(nets.get("fan"), cfg, loader, device)
+        from superfan.evaluate import validation_metrics
+
+        out = validation_metrics(nets.get("generator"), nets.get("fan"), loader, cfg, teacher=nets.teacher)
+        return {k: (float(v) if isinstance(v, int | float | torch.Tensor) else v) for k, v in out.items()}
+    finally:
+        for n, training in modes.items():
+            getattr(nets, n).train(training)
+
+
+# ------------------------------------------------------------------------------------------ the loop
+
+
+def run_training(
+    config: dict[str, Any],
+    *,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+    report: Reporter,
+    wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
+    resume: dict[str, Any] | None = None,
+    loader_factory: LoaderFactory | None = None,
+) -> dict[str, Any]:
+    """Run the selected stages of ``config["config"]`` in order; returns the last reported metrics.
+
+    ``config`` keys: ``config`` (Config dict), ``stages`` (names, in order), ``teacher`` (checkpoint
+    URL), ``init_from`` (checkpoint URL to start from), ``debug`` (test-only fault injection).
+    ``resume`` is a checkpoint payload to continue from (Ray's ``get_checkpoint()`` after a failure); it
+    wins over ``init_from``.
+    """
+    cfg = from_dict(config["config"], source="train loop config")
+    names = list(config.get("stages") or [s.name for s in cfg.stages if s.kind != "fan"])
+    stages: list[StageConfig] = [cfg.stage(n) for n in names]
+    kinds = [s.kind for s in stages]
+    debug: dict[str, Any] = dict(config.get("debug") or {})
+    loader_factory = loader_factory or _default_loader
+    torch.manual_seed(cfg.train.seed)
+
+    teacher_ref = config.get("teacher") or cfg.train.teacher
+    teacher = None
+    if any(k != "fan" for k in kinds):
+        if not teacher_ref:
+            raise ConfigError(
+                "Super-FAN stages need the teacher FAN: pass --teacher CHECKPOINT (from `train fan`)"
+            )
+        teacher, _ = load_teacher(teacher_ref, device)
+    nets = build_nets(cfg, kinds, device, teacher=teacher)
+
+    start = resume
+    if start is None and config.get("init_from"):
+        start = load_checkpoint(config["init_from"])
+    stage_idx, epoch0, global_epoch, global_step, restore_state = 0, 0, 0, 0, None
+    if start is not None:
+        _load_weights(nets, start, ("generator", "critic", "fan"))
+        if start.get("stage") in names:
+            stage_idx = names.index(start["stage"])
+            global_epoch, global_step = int(start["global_epoch"]), int(start["step"])
+            if int(start["epoch"]) >= stages[stage_idx].epochs:
+                stage_idx, epoch0 = stage_idx + 1, 0
+            else:
+                epoch0, restore_state = int(start["epoch"]), start
+
+    perceptual_pretrained = bool(getattr(nets.perceptual, "pretrained", False)) if nets.perceptual else False
+    perceptual_weights = getattr(nets.perceptual, "weights_source", None) if nets.perceptual else None
+    spe = steps_per_epoch(cfg, world_size)
+    last: dict[str, Any] = {}
+    last_val: dict[str, Any] = {}
+
+    for si in range(stage_idx, len(stages)):
+        stage = stages[si]
+        resuming_here = restore_state is not None and si == stage_idx
+        if stage.init_from and is_path_ref(stage.init_from) and not resuming_here:
+            _load_weights(nets, load_checkpoint(stage.init_from), STAGE_SPECS[stage.kind].trains)
+        runner = StageRunner(
+            stage, cfg, nets, total_steps=stage.epochs * spe, device=device, wrap=wrap, debug=debug
+        )
+        if resuming_here:
+            runner.load_state_dict(restore_state)  # type: ignore[arg-type]
+        first_epoch = epoch0 if si == stage_idx else 0
+        for epoch in range(first_epoch, stage.epochs):
+            t0 = time.perf_counter()
+            sums: dict[str, float] = {}
+            n = 0
+            loader = loader_factory(cfg, train=True, rank=rank, world_size=world_size, epoch=global_epoch)
+            for i, batch in enumerate(loader):
+                if i >= spe:
+                    break
+                losses = runner.step(batch)
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n += 1
+                global_step += 1
+                _maybe_crash(debug, global_step, rank, world_size)
+                every = cfg.train.report_every_steps
+                if every and global_step % every == 0 and i + 1 < spe:
+                    if not last_val and cfg.data.val:
+                        last_val = _run_validation(stage.kind, nets, cfg, rank, device, loader_factory)
+                    mid = {k: v / max(n, 1) for k, v in sums.items()}
+                    report(
+                        _metrics(
+                            stage, si, epoch, global_epoch, global_step, runner, mid, last_val, partial=True
+                        ),
+                        None,
+                    )
+            elapsed = time.perf_counter() - t0
+            if not params_finite(nets):
+                raise TrainingDiverged(
+                    f"stage {stage.name!r} epoch {epoch + 1}: weights became NaN/inf; "
+                    "stopped before writing a checkpoint, the last good one is untouched"
+                )
+            train = _mean_across_ranks({k: v / max(n, 1) for k, v in sums.items()})
+            if cfg.data.val:
+                last_val = _run_validation(stage.kind, nets, cfg, rank, device, loader_factory)
+            global_epoch += 1
+            metrics = _metrics(stage, si, epoch + 1, global_epoch, global_step, runner, train, last_val)
+            metrics["images_per_s"] = n * cfg.data.batch_size / max(elapsed, 1e-9)
+            metrics["perceptual_pretrained"] = perceptual_pretrained
+            payload = None
+            due = (epoch + 1) % cfg.train.checkpoint_every_epochs == 0 or epoch + 1 == stage.epochs
+            if due and rank == 0:
+                payload = {
+                    "stage": stage.name,
+                    "stage_kind": stage.kind,
+                    "stage_index": si,
+                    "epoch": epoch + 1,
+                    "global_epoch": global_epoch,
+                    "step": global_step,
+                    "generator": _state(nets.generator),
+                    "fan": _state(nets.fan),
+                    "critic": _state(nets.critic),
+                    **runner.state_dict(),
+                    "config": cfg.to_dict(),
+                    "metrics": metrics,
+                    "perceptual_pretrained": perceptual_pretrained,
+                    "perceptual_weights": perceptual_weights,
+                    "teacher": teacher_ref if kinds and stage.kind != "fan" else None,
+                }
+            report(metrics, payload)
+            last = metrics
+    return last
+
+
+def _state(net: nn.Module | None) -> dict[str, torch.Tensor] | None:
+    return None if net is None else {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+
+
+def _run_validation(
+    kind: str, nets: Nets, cfg: Config, rank: int, device: torch.device, loader_factory: LoaderFactory
+) -> dict[str, Any]:
+    """Rank 0 validates on the whole validation set and broadcasts, so every rank reports the same."""
+    out: dict[str, Any] = {}
+    if rank == 0:
+        loader = loader_factory(cfg, train=False, rank=0, world_size=1, epoch=0)
+        out = _validate(kind, nets, cfg, loader, device)
+    return _broadcast(out, rank)
+
+
+def _metrics(
+    stage: StageConfig,
+    stage_index: int,
+    epoch: int,
+    global_epoch: int,
+    step: int,
+    runner: StageRunner,
+    train: dict[str, float],
+    val: dict[str, Any],
+    partial: bool = False,
+) -> dict[str, Any]:
+    m: dict[str, Any] = {
+        "stage": stage.name,
+        "stage_kind": stage.kind,
+        "stage_index": stage_index,
+        "epoch": epoch,
+        "global_epoch": global_epoch,
+        "step": step,
+        "lr": runner.lr(),
+        "partial_epoch": partial,
+    }
+    m.update({f"train_loss_{k}": float(v) for k, v in train.items()})
+    m.update(val)
+    return m
+
+
+def _maybe_crash(debug: dict[str, Any], global_step: int, rank: int, world_size: int) -> None:
+    """Test hook: kill the last rank once at ``debug.crash_at_step`` (a marker file = first attempt only)."""
+    at, marker = debug.get("crash_at_step"), debug.get("crash_marker")
+    if at is None or marker is None or global_step != int(at) or rank != world_size - 1:
+        return
+    if Path(marker).exists():
+        return
+    Path(marker).write_text(f"crashed at step {global_step}\n")
+    os._exit(17)
+
+
+# ---------------------------------------------------------------------------------------------- Ray
+
+
+class RayReporter:
+    """``ray.train.report`` from every rank; rank 0 attaches the checkpoint directory."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def __call__(self, metrics: dict[str, Any], payload: dict[str, Any] | None) -> None:
+        import ray.train
+
+        if payload is None or self.rank != 0:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="superfan-ckpt-") as d:
+            save_checkpoint(d, payload)
+            ray.train.report(
+                metrics,
+                checkpoint=ray.train.Checkpoint.from_directory(d),
+                checkpoint_dir_name=f"checkpoint_{payload['global_epoch']:04d}_{payload['stage']}",
+            )
+
+
+class LocalReporter:
+    """Saves each checkpoint to ``<root>/checkpoint_<global_epoch>_<stage>`` and keeps every report."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = str(root)
+        self.reports: list[dict[str, Any]] = []
+        self.checkpoints: list[str] = []
+
+    def __call__(self, metrics: dict[str, Any], payload: dict[str, Any] | None) -> None:
+        self.reports.append(dict(metrics))
+        if payload is not None:
+            d = storage.join(self.root, f"checkpoint_{payload['global_epoch']:04d}_{payload['stage']}")
+            save_checkpoint(d, payload)
+            self.checkpoints.append(d)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point: rank/world from the Train context, DDP via ``prepare_model``, resume."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+    def wrap(m: nn.Module) -> nn.Module:
+        if world <= 1:
+            return m
+        return ray.train.torch.prepare_model(m, move_to_device=False, parallel_strategy="ddp")
+
+    resume = None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            resume = load_checkpoint(d)
+    run_training(
+        config, rank=rank, world_size=world, device=device, report=RayReporter(rank), wrap=wrap, resume=resume
+    )

@@ -1,0 +1,157 @@
+"""``build_trainer``: a ``ray.train.torch.TorchTrainer`` (Train V2) around :func:`train_loop_per_worker`.
+
+Everything a run needs travels in ``train_loop_config`` as plain data (the resolved config dict, the
+stage names, the teacher and start checkpoint URLs), so a Tune trial can build a trainer per trial from
+its own config and the workers rebuild the exact same ``Config``.
+
+Storage: a local directory or ``s3://bucket/prefix``; for S3 we hand Ray a ``pyarrow.fs.S3FileSystem``
+built from ``AWS_ENDPOINT_URL`` (``superfan.storage.pyarrow_fs``) so SeaweedFS/MinIO work like AWS.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from superfan import storage
+from superfan.config import Config
+from superfan.errors import ConfigError
+
+#: Train V2 is the default in Ray 2.60, but we pin it (and state tracking for the dashboard) explicitly.
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+#: Driver environment forwarded to the workers: S3 endpoint/credentials (a local Ray cluster's raylet
+#: may predate them) and the Train flags.
+_FORWARD_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_EC2_METADATA_DISABLED",
+    "RAY_TRAIN_V2_ENABLED",
+    "RAY_TRAIN_ENABLE_STATE_TRACKING",
+    "RAY_USAGE_STATS_ENABLED",
+)
+
+
+def default_stages(cfg: Config) -> list[str]:
+    """Super-FAN runs use every non-``fan`` stage; the ``fan`` (teacher) stages belong to ``train fan``."""
+    return [s.name for s in cfg.stages if s.kind != "fan"]
+
+
+def resolve_stages(cfg: Config, stages: list[str] | None, resume_from: str | None = None) -> list[str]:
+    names = list(stages) if stages else default_stages(cfg)
+    if not names:
+        raise ConfigError("no stages selected (the config has only teacher stages; use `superfan train fan`)")
+    for n in names:
+        cfg.stage(n)  # one-line ConfigError for an unknown name
+    kinds = {cfg.stage(n).kind for n in names}
+    if "fan" in kinds and len(kinds) > 1:
+        raise ConfigError("a run trains either the teacher FAN (kind 'fan') or Super-FAN stages, not both")
+    first = cfg.stage(names[0])
+    ref = first.init_from
+    if ref and "/" not in ref and "://" not in ref and not resume_from:
+        raise ConfigError(
+            f"stage {first.name!r} starts from stage {ref!r}, which this run does not include: "
+            f"add it to the stages or pass its checkpoint (--init CHECKPOINT)"
+        )
+    return names
+
+
+def use_gpu(cfg: Config) -> bool:
+    if cfg.train.use_gpu is not None:
+        return cfg.train.use_gpu
+    import ray
+
+    return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
+
+
+def storage_location(url: str) -> tuple[str, Any]:
+    """``(storage_path, storage_filesystem)`` for ``RunConfig``; local paths get no filesystem."""
+    if storage.is_s3(url):
+        fs, path = storage.pyarrow_fs(url)
+        return path, fs
+    _, path = storage.pyarrow_fs(url)
+    return path, None
+
+
+def checkpoint_url(path: str, storage_root: str) -> str:
+    """Ray reports S3 checkpoint paths without the scheme; give users a URL they can pass back in."""
+    return f"s3://{path}" if storage.is_s3(storage_root) and not path.startswith("s3://") else path
+
+
+def build_trainer(
+    cfg: Config,
+    *,
+    name: str,
+    storage: str | None = None,
+    stages: list[str] | None = None,
+    teacher: str | None = None,
+    callbacks: list[Any] | None = None,
+    resume_from: str | None = None,
+    debug: dict[str, Any] | None = None,
+) -> Any:
+    """A TorchTrainer that runs ``stages`` (default: all non-teacher stages) of ``cfg`` as one Train run.
+
+    ``teacher`` (or ``cfg.train.teacher``) is the HR FAN checkpoint; ``resume_from`` a checkpoint to start
+    from (continues its stage/epoch/step/LR if its stage is selected, else only its weights). Ray's own
+    checkpoints take precedence after a worker failure (``max_failures``) and when the same ``name`` is
+    re-run on the same storage. ``debug`` is fault injection for the test suite only.
+    """
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from superfan.train.loop import load_teacher, train_loop_per_worker
+
+    names = resolve_stages(cfg, stages, resume_from)
+    teacher = teacher or cfg.train.teacher
+    if any(cfg.stage(n).kind != "fan" for n in names):
+        if not teacher:
+            raise ConfigError(
+                "Super-FAN stages need the teacher FAN: pass --teacher CHECKPOINT (from `train fan`)"
+            )
+        import torch
+
+        _, teacher_fan = load_teacher(teacher, torch.device("cpu"))
+        if teacher_fan != cfg.model.fan.model_dump(mode="json"):
+            # The integrated FAN is a copy of the teacher, so its architecture is the teacher's.
+            cfg = cfg.model_copy(deep=True)
+            cfg.model.fan = type(cfg.model.fan).model_validate(teacher_fan)
+    gpu = use_gpu(cfg)
+    resources: dict[str, float] = {"CPU": cfg.train.cpus_per_worker}
+    if gpu:
+        resources["GPU"] = 1
+    if cfg.train.memory_per_worker_gb:
+        resources["memory"] = cfg.train.memory_per_worker_gb * 2**30
+    root = storage or cfg.train.storage
+    storage_path, fs = storage_location(root)
+    env = {k: os.environ[k] for k in _FORWARD_ENV if k in os.environ}
+    loop_config = {
+        "config": cfg.to_dict(),
+        "stages": names,
+        "teacher": teacher,
+        "init_from": resume_from,
+        "debug": dict(debug or {}),
+    }
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.train.workers, use_gpu=gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            storage_filesystem=fs,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+            callbacks=list(callbacks or []),
+            worker_runtime_env={"env_vars": env} if env else None,
+        ),
+    )
