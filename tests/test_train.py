@@ -1,0 +1,291 @@
+"""Training unit tests: real models, real optimisers, in-process (no Ray) via the same step and loop code.
+
+Sizes are far below the ``tiny`` profile so every test runs in seconds on one core.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from superfan.bench.train import synthetic_batch
+from superfan.checkpoint import load_checkpoint, models_from_checkpoint, save_checkpoint
+from superfan.config import Config, StageConfig, load_config
+from superfan.errors import IntegrityError, TrainingDiverged
+from superfan.train.loop import LocalReporter, run_training
+from superfan.train.stages import STAGE_SPECS, StageRunner, build_nets, lr_at
+
+BATCH = 4
+
+
+def micro_config(**stage_kw: Any) -> Config:
+    cfg = load_config(
+        "tiny",
+        [
+            "model.generator.layout=[1,1,1]",
+            "model.generator.channels=8",
+            "model.critic.channels=8",
+            "model.fan.features=16",
+            "model.fan.hourglass_depth=2",
+            "losses.perceptual.layers=[layer1]",
+            f"data.batch_size={BATCH}",
+            f"data.samples_per_epoch={2 * BATCH}",
+            "data.num_workers=0",
+        ],
+    )
+    return cfg
+
+
+def _snapshot(net: torch.nn.Module | None) -> dict[str, torch.Tensor] | None:
+    return None if net is None else {k: v.detach().clone() for k, v in net.named_parameters()}
+
+
+def _changed(before: dict[str, torch.Tensor] | None, net: torch.nn.Module | None) -> bool | None:
+    if before is None or net is None:
+        return None
+    return any(not torch.equal(before[k], v.detach()) for k, v in net.named_parameters())
+
+
+@pytest.mark.parametrize("kind", list(STAGE_SPECS))
+def test_one_step_moves_exactly_the_stage_networks(kind: str) -> None:
+    from superfan.models import FAN
+
+    torch.manual_seed(0)
+    cfg = micro_config()
+    teacher = FAN.from_config(cfg.model.fan)
+    nets = build_nets(cfg, [kind], torch.device("cpu"), teacher=None if kind == "fan" else teacher)
+    before = {n: _snapshot(getattr(nets, n)) for n in ("generator", "critic", "fan", "teacher")}
+    runner = StageRunner(StageConfig(name=kind, kind=kind, epochs=1), cfg, nets, total_steps=10)
+    out = runner.step(synthetic_batch(BATCH, cfg))
+    assert all(torch.isfinite(torch.tensor(v)) for v in out.values())
+    trains = set(STAGE_SPECS[kind].trains)
+    for name in ("generator", "critic", "fan", "teacher"):
+        moved = _changed(before[name], getattr(nets, name))
+        if moved is None:
+            assert name not in trains
+            continue
+        assert moved == (name in trains), f"{kind}: {name} moved={moved}, should train={name in trains}"
+    expected = {"fan": {"heatmap_gt"}, "pixel": {"pixel"}, "feature": {"pixel", "perceptual"}}.get(
+        kind,
+        {"pixel", "perceptual", "heatmap"}
+        | ({"adversarial", "critic"} if kind in {"gan", "end2end"} else set()),
+    )
+    assert expected <= set(out), f"{kind}: losses {sorted(out)}"
+
+
+def test_gradient_penalty_is_taken_on_interpolates() -> None:
+    """With real == fake every interpolate is the real image, so the penalty must equal the hand-computed
+    ``lambda * E[(||grad D(x)|| - 1)^2]`` at x; with real != fake it must be evaluated elsewhere."""
+    from superfan.losses import critic_loss, gradient_penalty
+    from superfan.models import Critic
+
+    torch.manual_seed(0)
+    critic = Critic(channels=8)
+    real = torch.rand(BATCH, 3, 64, 64)
+    fake = torch.rand(BATCH, 3, 64, 64)
+    x = real.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x).sum(), x)
+    manual = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    gp_same = gradient_penalty(critic, real, real.clone())
+    assert torch.allclose(gp_same.float(), manual, rtol=1e-4, atol=1e-6)
+    gp_at_fake = gradient_penalty(critic, fake, fake.clone())
+    gp_mixed = gradient_penalty(critic, real, fake)
+    assert not torch.allclose(gp_mixed, gp_same) and not torch.allclose(gp_mixed, gp_at_fake)
+    # The critic loss carries the penalty (lambda = 10) and the penalty has a gradient for the critic.
+    loss0, _ = critic_loss(critic, real, fake, 0.0)
+    torch.manual_seed(1)
+    loss10, stats = critic_loss(critic, real, fake, 10.0)
+    assert float(loss10.detach()) > float(loss0.detach())
+    assert stats, "critic_loss should return its statistics (Wasserstein estimate, penalty)"
+    loss10.backward()
+    assert all(p.grad is not None for p in critic.parameters())
+
+
+def test_gan_step_reports_critic_statistics() -> None:
+    from superfan.models import FAN
+
+    cfg = micro_config()
+    nets = build_nets(cfg, ["gan"], torch.device("cpu"), teacher=FAN.from_config(cfg.model.fan))
+    runner = StageRunner(StageConfig(name="gan", kind="gan", epochs=1), cfg, nets, total_steps=4)
+    out = runner.step(synthetic_batch(BATCH, cfg))
+    stats = {k: v for k, v in out.items() if k.startswith("critic_")}
+    assert stats and all(torch.isfinite(torch.tensor(v)) for v in stats.values())
+
+
+def test_lr_schedule_endpoints() -> None:
+    s = StageConfig(name="a", kind="pixel", epochs=1)
+    assert lr_at(s, 0, 100) == pytest.approx(2.5e-4)
+    assert lr_at(s, 99, 100) == pytest.approx(1e-5)
+    assert lr_at(s, 50, 100) < 2.5e-4
+    assert lr_at(StageConfig(name="b", kind="end2end", epochs=1, lr_decay="constant"), 99, 100) == 2.5e-4
+    cos = StageConfig(name="c", kind="pixel", epochs=1, lr_decay="cosine")
+    assert lr_at(cos, 99, 100) == pytest.approx(1e-5)
+
+
+# ---------------------------------------------------------------------------------- the loop, in process
+
+
+def _loader_factory(cfg: Config, *, train: bool, rank: int, world_size: int, epoch: int) -> list[dict]:
+    """Deterministic batches per epoch (the loop's data contract), different each epoch."""
+    n = (cfg.data.samples_per_epoch or BATCH) // cfg.data.batch_size
+    out = []
+    for i in range(n):
+        torch.manual_seed(1000 * epoch + i)
+        b = synthetic_batch(cfg.data.batch_size, cfg)
+        b["hr"] = torch.rand_like(b["hr"])
+        b["lr"] = torch.nn.functional.interpolate(b["hr"], size=(16, 16), mode="area")
+        out.append(b)
+    return out
+
+
+@pytest.fixture
+def teacher_ckpt(tmp_path: Path) -> str:
+    from superfan.models import FAN
+
+    cfg = micro_config()
+    torch.manual_seed(0)
+    fan = FAN.from_config(cfg.model.fan)
+    payload = {
+        "stage": "teacher",
+        "stage_kind": "fan",
+        "stage_index": 0,
+        "epoch": 1,
+        "global_epoch": 1,
+        "step": 1,
+        "generator": None,
+        "critic": None,
+        "fan": fan.state_dict(),
+        "optimizers": {},
+        "schedulers": {},
+        "config": cfg.to_dict(),
+        "metrics": {},
+        "perceptual_pretrained": False,
+        "perceptual_weights": None,
+        "teacher": None,
+    }
+    d = tmp_path / "teacher"
+    save_checkpoint(d, payload)
+    return str(d)
+
+
+def _loop_config(cfg: Config, teacher: str, **extra: Any) -> dict[str, Any]:
+    return {"config": cfg.to_dict(), "stages": [s.name for s in cfg.stages], "teacher": teacher, **extra}
+
+
+def _run(cfg: Config, teacher: str, root: Path, resume: dict | None = None, **extra: Any) -> LocalReporter:
+    rep = LocalReporter(root)
+    run_training(
+        _loop_config(cfg, teacher, **extra),
+        rank=0,
+        world_size=1,
+        device=torch.device("cpu"),
+        report=rep,
+        resume=resume,
+        loader_factory=_loader_factory,
+    )
+    return rep
+
+
+def test_resume_continues_step_count_lr_schedule_and_weights(tmp_path: Path, teacher_ckpt: str) -> None:
+    cfg = micro_config()
+    cfg.stages = [StageConfig(name="heatmap", kind="heatmap", epochs=3)]
+    full = _run(cfg, teacher_ckpt, tmp_path / "full")
+    assert [r["step"] for r in full.reports] == [2, 4, 6]
+    assert [r["global_epoch"] for r in full.reports] == [1, 2, 3]
+    assert full.reports[0]["lr"] > full.reports[1]["lr"] > full.reports[2]["lr"]
+
+    first = load_checkpoint(full.checkpoints[0])
+    assert (first["epoch"], first["step"], first["schedulers"]["generator"]["step"]) == (1, 2, 2)
+    resumed = _run(cfg, teacher_ckpt, tmp_path / "resumed", resume=first)
+    assert [r["step"] for r in resumed.reports] == [4, 6]
+    assert [r["epoch"] for r in resumed.reports] == [2, 3]
+    assert [r["lr"] for r in resumed.reports] == pytest.approx([r["lr"] for r in full.reports[1:]])
+    a, b = load_checkpoint(full.checkpoints[-1]), load_checkpoint(resumed.checkpoints[-1])
+    for k, v in a["generator"].items():
+        assert torch.allclose(v.float(), b["generator"][k].float(), atol=1e-6), k
+
+
+def test_chain_moves_from_stage_to_stage_and_resumes_at_stage_boundary(
+    tmp_path: Path, teacher_ckpt: str
+) -> None:
+    cfg = micro_config()
+    cfg.stages = [
+        StageConfig(name="pixel", kind="pixel", epochs=1),
+        StageConfig(name="gan", kind="gan", epochs=1, init_from="pixel"),
+        StageConfig(name="end2end", kind="end2end", epochs=1, init_from="gan", lr_decay="constant"),
+    ]
+    full = _run(cfg, teacher_ckpt, tmp_path / "chain")
+    assert [r["stage"] for r in full.reports] == ["pixel", "gan", "end2end"]
+    assert [r["global_epoch"] for r in full.reports] == [1, 2, 3]
+    last = load_checkpoint(full.checkpoints[-1])
+    assert last["stage_kind"] == "end2end" and last["teacher"] == teacher_ckpt
+    # The integrated FAN moved only in end2end: equal to the teacher after gan, different after end2end.
+    teacher_fan = load_checkpoint(teacher_ckpt)["fan"]
+    after_gan = load_checkpoint(full.checkpoints[1])
+    assert all(torch.equal(after_gan["fan"][k], v) for k, v in teacher_fan.items() if v.is_floating_point())
+    assert any(not torch.equal(last["fan"][k], v) for k, v in teacher_fan.items() if v.is_floating_point())
+    # Resuming from the finished pixel stage starts the gan stage.
+    resumed = _run(cfg, teacher_ckpt, tmp_path / "resumed", resume=load_checkpoint(full.checkpoints[0]))
+    assert [r["stage"] for r in resumed.reports] == ["gan", "end2end"]
+    assert resumed.reports[-1]["step"] == full.reports[-1]["step"]
+
+
+def _tree_hash(d: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(d.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_nan_loss_raises_and_keeps_the_previous_checkpoint(tmp_path: Path, teacher_ckpt: str) -> None:
+    cfg = micro_config()
+    cfg.stages = [StageConfig(name="feature", kind="feature", epochs=3)]
+    root = tmp_path / "run"
+    ok = _run(cfg, teacher_ckpt, root)
+    good = Path(ok.checkpoints[0])
+    before = _tree_hash(root)
+    resume = load_checkpoint(good)
+    rep = LocalReporter(root)
+    with pytest.raises(TrainingDiverged, match="not finite"):
+        run_training(
+            _loop_config(cfg, teacher_ckpt, debug={"nan_at_step": 3}),
+            rank=0,
+            world_size=1,
+            device=torch.device("cpu"),
+            report=rep,
+            resume=resume,
+            loader_factory=_loader_factory,
+        )
+    assert rep.checkpoints == [] and rep.reports == []
+    assert _tree_hash(root) == before
+    assert load_checkpoint(good)["step"] == 2
+
+
+def test_checkpoint_round_trip_weights_only(tmp_path: Path, teacher_ckpt: str) -> None:
+    cfg = micro_config()
+    cfg.stages = [StageConfig(name="gan", kind="gan", epochs=1)]
+    rep = _run(cfg, teacher_ckpt, tmp_path / "run")
+    d = Path(rep.checkpoints[-1])
+    assert {p.name for p in d.iterdir()} == {"checkpoint.pt", "config.yaml", "metrics.json"}
+    raw = torch.load(d / "checkpoint.pt", weights_only=True)
+    assert raw["format"] == "superfan-checkpoint/1" and raw["stage_kind"] == "gan"
+    payload = load_checkpoint(d / "checkpoint.pt")
+    models = models_from_checkpoint(payload)
+    lr = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        sr = models["generator"](lr)
+        assert sr.shape == (2, 3, 64, 64)
+        assert models["critic"](sr).shape == (2,)
+        assert models["fan"](sr)[-1].shape[:2] == (2, 68)
+    assert not models["generator"].training
+    # A file that is not a superfan checkpoint is refused with one line.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    torch.save({"format": "something-else"}, bad / "checkpoint.pt")
+    with pytest.raises(IntegrityError, match="not a superfan checkpoint"):
+        load_checkpoint(bad)
