@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import threading
 import time
 from typing import Any
@@ -56,24 +57,32 @@ def synthetic_batch(batch: int, cfg: Any) -> dict[str, Any]:
     }
 
 
+def _rss() -> int:
+    """Resident set size in bytes (Linux /proc; psutil is not a dependency)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 class _PeakRSS:
     """Samples the process RSS in a thread; CPU has no resettable allocator peak like CUDA's."""
 
     def __init__(self) -> None:
-        import psutil
-
-        self.proc = psutil.Process()
         self.peak = 0
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
+            self.peak = max(self.peak, _rss())
             time.sleep(0.005)
 
     def __enter__(self) -> _PeakRSS:
-        self.peak = self.proc.memory_info().rss
+        self.peak = _rss()
         self._t.start()
         return self
 

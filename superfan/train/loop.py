@@ -233,6 +233,7 @@ def run_training(
             else:
                 epoch0, restore_state = int(start["epoch"]), start
 
+    resumed_from_step = global_step
     perceptual_pretrained = bool(getattr(nets.perceptual, "pretrained", False)) if nets.perceptual else False
     perceptual_weights = getattr(nets.perceptual, "weights_source", None) if nets.perceptual else None
     spe = steps_per_epoch(cfg, world_size)
@@ -288,6 +289,7 @@ def run_training(
             metrics = _metrics(stage, si, epoch + 1, global_epoch, global_step, runner, train, last_val)
             metrics["images_per_s"] = n * cfg.data.batch_size / max(elapsed, 1e-9)
             metrics["perceptual_pretrained"] = perceptual_pretrained
+            metrics["resumed_from_step"] = resumed_from_step
             payload = None
             due = (epoch + 1) % cfg.train.checkpoint_every_epochs == 0 or epoch + 1 == stage.epochs
             if due and rank == 0:
@@ -361,6 +363,12 @@ def _maybe_crash(debug: dict[str, Any], global_step: int, rank: int, world_size:
         return
     if Path(marker).exists():
         return
+    try:  # let Ray Train register the checkpoint reported just before, so the restart has one to use
+        import ray.train
+
+        ray.train.get_all_reported_checkpoints(timeout_s=60)
+    except Exception:  # noqa: BLE001 - outside a Train worker (unit tests) there is nothing to wait for
+        pass
     Path(marker).write_text(f"crashed at step {global_step}\n")
     os._exit(17)
 
