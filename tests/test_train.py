@@ -289,3 +289,18 @@ def test_checkpoint_round_trip_weights_only(tmp_path: Path, teacher_ckpt: str) -
     torch.save({"format": "something-else"}, bad / "checkpoint.pt")
     with pytest.raises(IntegrityError, match="not a superfan checkpoint"):
         load_checkpoint(bad)
+
+
+def test_mid_epoch_reports_carry_counters_without_checkpoints(tmp_path: Path, teacher_ckpt: str) -> None:
+    cfg = micro_config()
+    cfg.train.report_every_steps = 1
+    cfg.stages = [StageConfig(name="pixel", kind="pixel", epochs=2)]
+    rep = _run(cfg, teacher_ckpt, tmp_path / "run")
+    assert [(r["step"], r["partial_epoch"]) for r in rep.reports] == [
+        (1, True),
+        (2, False),
+        (3, True),
+        (4, False),
+    ]
+    assert [r["global_epoch"] for r in rep.reports] == [0, 1, 1, 2]
+    assert len(rep.checkpoints) == 2

@@ -89,7 +89,7 @@ def _failure_line(err: BaseException) -> str:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    from superfan.train.trainer import build_trainer, checkpoint_url
+    from superfan.train.trainer import build_trainer, checkpoint_url, resolve_stages
 
     cfg = _config(args)
     stages = None
@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     name = args.name or f"{args.what}-{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     root = args.storage or cfg.train.storage
+    stages = resolve_stages(cfg, stages, args.init)  # user errors before Ray starts
     _ray_init()
     trainer = build_trainer(
         cfg,
