@@ -5,6 +5,7 @@ and a second run resumed from a checkpoint of the first.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import io
 import json
@@ -134,8 +135,9 @@ def test_two_worker_run_on_s3_survives_a_killed_worker_and_resumes(
 
     from superfan.checkpoint import load_checkpoint, save_checkpoint
     from superfan.config import StageConfig, load_config
-    from superfan.models import FAN
     from superfan.train.trainer import build_trainer, checkpoint_url
+
+    FAN = importlib.import_module("superfan.models").FAN
 
     train_url = _write_shards(tmp_path, "s3://superfan/train-test/train", "train", 24, seed=1)
     val_url = _write_shards(tmp_path, "s3://superfan/train-test/val", "val", 8, seed=2)
