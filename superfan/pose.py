@@ -99,7 +99,11 @@ def rotation(pitch: float, yaw: float, roll: float) -> np.ndarray:
 
 
 def project(
-    pitch: float = 0.0, yaw: float = 0.0, roll: float = 0.0, scale: float = 1.0, center: Iterable[float] = (0, 0)
+    pitch: float = 0.0,
+    yaw: float = 0.0,
+    roll: float = 0.0,
+    scale: float = 1.0,
+    center: Iterable[float] = (0, 0),
 ) -> np.ndarray:
     """Weak-perspective projection of :data:`TEMPLATE` posed by angles in **degrees** -> 68x2 points."""
     r = rotation(math.radians(pitch), math.radians(yaw), math.radians(roll))

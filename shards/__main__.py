@@ -1,0 +1,83 @@
+"""``python -m shards pack FORMAT SRC DEST --split NAME ...`` and ``python -m shards verify URL``.
+
+User errors (unreachable endpoint, missing credentials, an existing pack, an empty dataset) print one line
+naming the URL and exit with status 2, without a traceback; programming errors keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+FORMATS = ("300w", "mat", "ls3dw", "celeba", "widerface", "synthetic")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m shards", description="Pack raw face datasets into shards."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("pack", help="raw dataset -> WebDataset tar shards + manifest.json")
+    p.add_argument("format", choices=FORMATS, help="dataset format")
+    p.add_argument("src", help="dataset root (local or s3://); for 'synthetic', the number of faces")
+    p.add_argument("dest", help="output directory or s3://bucket/prefix")
+    p.add_argument("--split", required=True, help="shard name prefix, e.g. train or val")
+    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
+    p.add_argument("--workers", type=int, default=0, help="worker processes (default: one per CPU)")
+    p.add_argument("--limit", type=int, default=None, help="pack at most N faces (a seeded random subset)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing pack at DEST")
+    p.add_argument(
+        "--crop-size", type=int, default=256, help="side of the stored crop in pixels (default 256)"
+    )
+    p.add_argument("--context", type=float, default=2.4, help="crop side / face box max side (default 2.4)")
+    p.add_argument(
+        "--min-face", type=float, default=16.0, help="skip faces whose box is smaller (px, default 16)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="shuffle / subset / synthetic seed (default 0)")
+    p.add_argument("--dataset", default=None, help="dataset name in sample keys (default from the format)")
+    p.add_argument("--pose-file", default=None, help="ls3dw: CSV with id,yaw[,pitch,roll] in degrees")
+    p.add_argument("--pose-source", default=None, choices=("ground-truth", "estimated"),
+                   help="ls3dw: how to label poses from --pose-file (default ground-truth)")  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    v = sub.add_parser("verify", help="re-hash shards against their manifest")
+    v.add_argument("url", help="pack prefix or manifest.json URL")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from superfan.errors import UserError
+
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "pack":
+            from shards.pack import PackOptions, pack, summary
+
+            opts = PackOptions(
+                format=args.format, src=args.src, dest=args.dest, split=args.split,
+                shard_size=args.shard_size,
+                workers=args.workers, limit=args.limit, overwrite=args.overwrite, crop_size=args.crop_size,
+                context=args.context, min_face=args.min_face, seed=args.seed, dataset=args.dataset,
+                pose_file=args.pose_file, pose_source=args.pose_source, progress=not args.quiet,
+            )  # fmt: skip
+            if opts.workers < 0 or (opts.limit is not None and opts.limit < 1):
+                raise UserError("--workers must be >= 0 and --limit >= 1")
+            result = pack(opts)
+            print(summary(result, opts))
+            return 0
+        from shards.writer import verify
+
+        print(json.dumps(verify(args.url)))
+        return 0
+    except UserError as err:
+        print(f"shards {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"shards {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    sys.exit(main())

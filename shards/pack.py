@@ -1,0 +1,341 @@
+"""``pack``: raw dataset -> cropped, annotated samples -> tar shards + manifest at DEST.
+
+The main process lists the dataset (cheap, deterministic), shuffles it with ``--seed`` (so each shard mixes
+sub-sets and a ``--limit`` subset is a random sample rather than the first folder), and hands items to
+``--workers`` processes that read annotations, decode images fully, fit poses, crop and JPEG-encode.
+Results come back in order (``imap``), so the same inputs and seed give byte-identical shards. The main
+process alone writes shards and the manifest (see :mod:`shards.writer`).
+
+Bad input never stops a pack: each bad face is skipped and counted by reason (manifest ``rejected``, with
+a few ``rejected_examples``, and the printed summary). The pack fails (one line, non-zero exit) only when
+DEST is unusable or nothing at all was packed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import multiprocessing as mp
+import os
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from shards.crop import DEFAULT_CONTEXT, DEFAULT_SIZE, crop_face
+from shards.readers import REASONS, RawRecord, Reader, Rejection, make_reader
+from shards.writer import FORMAT, ShardWriter, manifest_url, now_iso, read_manifest, write_manifest
+from superfan import storage
+from superfan.errors import StorageError, UserError
+from superfan.faces import landmark_box
+
+JPEG_QUALITY = 95
+MAX_EXAMPLES_PER_REASON = 10
+#: A face box must overlap the photo by at least this fraction of its area ("face outside image").
+MIN_INSIDE = 0.5
+
+
+@dataclass
+class PackOptions:
+    format: str
+    src: str
+    dest: str
+    split: str = "train"
+    shard_size: int = 1000
+    workers: int = 0  #: 0 = one per CPU
+    limit: int | None = None
+    overwrite: bool = False
+    crop_size: int = DEFAULT_SIZE
+    context: float = DEFAULT_CONTEXT
+    min_face: float = 16.0
+    seed: int = 0
+    dataset: str | None = None
+    pose_file: str | None = None
+    pose_source: str | None = None
+    progress: bool = True
+    jpeg_quality: int = JPEG_QUALITY
+
+
+@dataclass
+class PackResult:
+    manifest: dict[str, Any]
+    url: str
+    seconds: float
+    rejected: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def samples(self) -> int:
+        return int(self.manifest["samples"])
+
+
+# ------------------------------------------------------------------------------------------ worker side
+
+_READER: Reader | None = None
+_OPTS: PackOptions | None = None
+
+
+def _init_worker(reader: Reader, opts: PackOptions) -> None:
+    """Pool initializer: the reader and options are pickled once per worker, not once per item."""
+    global _READER, _OPTS
+    _READER, _OPTS = reader, opts
+    # A forked child must not reuse the parent's boto3 connection pool.
+    cache_clear = getattr(storage._client, "cache_clear", None)
+    if cache_clear is not None:
+        cache_clear()
+
+
+def _load_image(image: str | bytes | np.ndarray) -> Image.Image:
+    """Fully decoded RGB image; raises ``_Reject`` for missing or truncated/corrupt files."""
+    if isinstance(image, np.ndarray):
+        arr = np.asarray(image)
+        if arr.dtype != np.uint8:
+            arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr).convert("RGB")
+    if isinstance(image, str):
+        try:
+            image = storage.read_bytes(image)
+        except UserError:
+            raise _Reject(REASONS["no_image"]) from None
+    try:
+        img = Image.open(io.BytesIO(image))
+        img.load()  # decode everything now: truncated files fail here, not in training
+        return img.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise _Reject(REASONS["bad_image"]) from None
+
+
+class _Reject(Exception):  # noqa: N818
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def make_sample(rec: RawRecord, image: Image.Image, opts: PackOptions) -> tuple[bytes, dict[str, Any]]:
+    """Validate, pose, crop and encode one face -> (JPEG bytes, the sample's json); raises ``_Reject``."""
+    if rec.landmarks is not None:
+        if not np.isfinite(rec.landmarks).all():
+            raise _Reject(REASONS["nan"])
+        box = landmark_box(rec.landmarks)
+    elif rec.box is not None:
+        box = tuple(float(v) for v in rec.box)  # type: ignore[assignment]
+        if not all(math.isfinite(v) for v in box):
+            raise _Reject(REASONS["nan"])
+    else:
+        raise _Reject(REASONS["bad_annotation"])
+    x0, y0, x1, y1 = box
+    if max(x1 - x0, y1 - y0) < opts.min_face:
+        raise _Reject(REASONS["small"])
+    w, h = image.size
+    area = max(x1 - x0 + 1, 1e-6) * max(y1 - y0 + 1, 1e-6)
+    inside = max(0.0, min(x1 + 1, w) - max(x0, 0)) * max(0.0, min(y1 + 1, h) - max(y0, 0))
+    if inside / area < MIN_INSIDE:
+        raise _Reject(REASONS["outside"])
+
+    pitch, yaw, roll, pose_source = rec.pitch, rec.yaw, rec.roll, rec.pose_source
+    if yaw is None and rec.landmarks is not None:
+        from superfan.pose import fit_pose
+
+        try:
+            fit = fit_pose(rec.landmarks)
+            pitch, yaw, roll, pose_source = fit["pitch"], fit["yaw"], fit["roll"], "estimated"
+        except ValueError:
+            pass
+
+    crop, pts, cbox = crop_face(image, box, rec.landmarks, opts.crop_size, opts.context)  # type: ignore[arg-type]
+    buf = io.BytesIO()
+    crop.save(buf, format="JPEG", quality=opts.jpeg_quality)
+
+    def r(v: float | None) -> float | None:
+        return None if v is None else round(float(v), 3)
+
+    meta = {
+        "landmarks": None if pts is None else [[round(float(x), 3), round(float(y), 3)] for x, y in pts],
+        "visible": rec.visible,
+        "yaw": r(yaw),
+        "pitch": r(pitch),
+        "roll": r(roll),
+        "pose_source": pose_source if yaw is not None else None,
+        "dataset": rec.dataset,
+        "bbox": [round(v, 3) for v in cbox],
+    }
+    return buf.getvalue(), meta
+
+
+Outcome = tuple[str, str, Any, Any]  # ("ok", key, jpg, json bytes) | ("rej", source, reason, None)
+
+
+def process_item(item: Any) -> list[Outcome]:
+    """Worker entry: one dataset item -> samples and rejections, in the reader's order."""
+    assert _READER is not None and _OPTS is not None
+    out: list[Outcome] = []
+    images: dict[int | str, Image.Image] = {}
+    try:
+        records = list(_READER.read(item))
+    except Exception as err:  # noqa: BLE001 - a reader failing on odd input must not stop the pack
+        return [("rej", repr(item)[:200], f"{REASONS['bad_annotation']} ({type(err).__name__})", None)]
+    for rec in records:
+        if isinstance(rec, Rejection):
+            out.append(("rej", rec.source, rec.reason, None))
+            continue
+        try:
+            ref = rec.image if isinstance(rec.image, str) else id(rec.image)
+            if ref not in images:
+                images[ref] = _load_image(rec.image)
+            jpg, meta = make_sample(rec, images[ref], _OPTS)
+        except _Reject as rej:
+            out.append(("rej", rec.source, rej.reason, None))
+            continue
+        out.append(("ok", rec.key, jpg, json.dumps(meta, separators=(",", ":")).encode()))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ main side
+
+
+def _select(reader: Reader, items: list[Any], seed: int, limit: int | None) -> list[Any]:
+    items = list(items)
+    random.Random(seed).shuffle(items)
+    if limit is None:
+        return items
+    out, total = [], 0
+    for item in items:
+        if total >= limit:
+            break
+        n = reader.item_size(item)
+        if total + n > limit:
+            item = reader.truncate(item, limit - total)
+            n = limit - total
+        out.append(item)
+        total += n
+    return out
+
+
+def _check_dest(opts: PackOptions) -> dict[str, Any] | None:
+    """Fail early with one line if DEST is unusable or already packed; return an old manifest to replace."""
+    murl = manifest_url(opts.dest)
+    if storage.exists(murl):
+        if not opts.overwrite:
+            raise UserError(f"{murl} already exists; pass --overwrite to replace this pack")
+        try:
+            return read_manifest(opts.dest)
+        except UserError:
+            return {"shards": []}
+    try:
+        storage.check_writable(opts.dest)
+    except StorageError as err:
+        raise StorageError(f"cannot write to {opts.dest}: {err}") from None
+    return None
+
+
+def pack(opts: PackOptions) -> PackResult:
+    """Pack ``opts.src`` into shards at ``opts.dest``; returns the manifest written. See the module doc."""
+    t0 = time.perf_counter()
+    old = _check_dest(opts)
+    reader = make_reader(
+        opts.format, opts.src, opts.dataset, seed=opts.seed, split=opts.split, pose_file=opts.pose_file,
+        pose_source=opts.pose_source, render_size=opts.crop_size,
+    )  # fmt: skip
+    all_items = reader.items()
+    items = _select(reader, all_items, opts.seed, opts.limit)
+    faces = sum(reader.item_size(i) for i in items)
+    if not items:
+        raise UserError(f"{opts.src}: nothing to pack (no {opts.format} annotations found)")
+    workers = opts.workers or os.cpu_count() or 1
+    workers = max(1, min(workers, len(items)))
+
+    def drop_old_manifest() -> None:
+        if old is not None:  # readers must never pair the old manifest with new shards
+            storage.delete(manifest_url(opts.dest))
+
+    rejected: Counter[str] = Counter()
+    examples: list[dict[str, str]] = []
+    per_reason: Counter[str] = Counter()
+    pose_sources: Counter[str] = Counter()
+    pool = None
+    if workers > 1:
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(reader, opts))
+        chunk = max(1, min(32, len(items) // (workers * 16)))
+        results = pool.imap(process_item, items, chunksize=chunk)
+    else:
+        _init_worker(reader, opts)
+        results = map(process_item, items)
+    # The writer's upload threads start after the fork: forking a process with threads can deadlock.
+    writer = ShardWriter(opts.dest, opts.split, opts.shard_size, before_first_publish=drop_old_manifest)
+    from tqdm import tqdm
+
+    bar = tqdm(total=faces, unit="face", desc=f"pack {opts.format}", disable=not opts.progress,
+               file=sys.stderr, mininterval=0.5, dynamic_ncols=True)  # fmt: skip
+    try:
+        for outcomes in results:
+            for kind, a, b, c in outcomes:
+                if kind == "ok":
+                    writer.add(a, {"hr.jpg": b, "json": c})
+                    pose_sources[json.loads(c).get("pose_source") or "none"] += 1
+                else:
+                    rejected[b] += 1
+                    if per_reason[b] < MAX_EXAMPLES_PER_REASON:
+                        per_reason[b] += 1
+                        examples.append({"source": a, "reason": b})
+            bar.update(len(outcomes))
+            bar.set_postfix(packed=writer.samples, rejected=sum(rejected.values()), refresh=False)
+        shards = writer.close()
+    except BaseException:
+        writer.abort()
+        if pool is not None:
+            pool.terminate()
+        raise
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.close()
+            pool.join()
+
+    samples = sum(s["samples"] for s in shards)
+    if samples == 0:
+        reasons = ", ".join(f"{k}: {v}" for k, v in rejected.most_common())
+        raise UserError(
+            f"{opts.src}: nothing packed, all {sum(rejected.values())} faces rejected ({reasons})"
+        )
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "split": opts.split,
+        "created": now_iso(),
+        "sources": [{
+            "format": opts.format, "dataset": reader.dataset, "url": str(opts.src), "items": len(all_items),
+            "faces_considered": faces, "limit": opts.limit, "seed": opts.seed, "min_face": opts.min_face,
+            "pose_file": opts.pose_file, "pose_sources": dict(pose_sources),
+        }],
+        "crop": {"size": opts.crop_size, "context": opts.context, "jpeg_quality": opts.jpeg_quality},
+        "shards": shards,
+        "samples": samples,
+        "rejected": dict(rejected.most_common()),
+        "rejected_examples": examples,
+    }  # fmt: skip
+    url = write_manifest(opts.dest, manifest)
+    if old is not None:  # old shards the new manifest does not list (the new pack has fewer)
+        keep = {s["name"] for s in shards}
+        for s in old.get("shards", []):
+            if s.get("name") not in keep:
+                storage.delete(storage.join(opts.dest, s["name"]))
+    return PackResult(manifest, url, time.perf_counter() - t0, rejected)
+
+
+def summary(result: PackResult, opts: PackOptions) -> str:
+    m = result.manifest
+    n_rej = sum(result.rejected.values())
+    rate = m["samples"] / max(result.seconds, 1e-9)
+    lines = [
+        f"packed {m['samples']} samples into {len(m['shards'])} shards at {opts.dest} "
+        f"in {result.seconds:.1f} s ({rate:.0f} samples/s); rejected {n_rej}",
+    ]
+    lines += [f"  rejected  {reason}: {count}" for reason, count in result.rejected.most_common()]
+    lines.append(f"  pose      {json.dumps(m['sources'][0]['pose_sources'])}")
+    lines.append(f"  manifest  {result.url}")
+    return "\n".join(lines)
