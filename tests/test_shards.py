@@ -428,6 +428,17 @@ def test_verify_rejects_a_changed_shard(tmp_path: Path, capsys: pytest.CaptureFi
         verify(str(out))
 
 
+def test_unusable_local_dest_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "src"
+    write_image(src / "f.jpg")
+    write_pts(src / "f.pts", face_points())
+    (tmp_path / "afile").write_text("not a directory")
+    dest = str(tmp_path / "afile" / "shards")
+    assert main(["pack", "300w", str(src), dest, "--split", "train", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and dest in err and "cannot write" in err
+
+
 def test_unknown_synthetic_count_and_empty_dir_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="number of faces"):
         make_reader("synthetic", "many")
