@@ -1,0 +1,249 @@
+"""Pure metrics of the paper's evaluation: PSNR/SSIM (Table 1), NME, CED and AUC per pose (Table 2).
+
+Nothing here runs a network or reads data; :mod:`superfan.evaluate` feeds these functions, and so does the
+training loop's validation, so a sweep's ``val_auc_balanced`` and the report's Table 2 are the same numbers.
+
+Definitions (the paper is silent on several; our choices are marked):
+
+* **PSNR / SSIM are computed on RGB** (our choice: section 5.1 does not say RGB or the Y channel of YCbCr;
+  SR papers on natural images often use Y, but the paper gives no colour conversion and Table 1's bilinear
+  baseline is not reproducible from the text either way). PSNR uses the MSE over all 3 x H x W values of an
+  image; SSIM is the mean over the three channels of the per-channel mean SSIM, as scikit-image does with
+  ``channel_axis``. Both are per image and expect images in ``[0, data_range]`` (clamp generator output
+  first; the metrics do not clamp, so they stay pure).
+* **SSIM** follows Wang et al. 2004: 11 x 11 Gaussian window (sigma 1.5, i.e. scikit-image's truncate 3.5
+  -> radius 5), K1 = 0.01, K2 = 0.03, population (not sample) covariances, and the mean over the *valid*
+  region only (scikit-image crops ``(win - 1) / 2`` px from every border, which makes its ``reflect``
+  padding irrelevant). Equal to ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
+  use_sample_covariance=False, data_range=1, channel_axis=0)`` to float rounding; computed with one
+  grouped ``conv2d`` per statistic so a whole batch is one call.
+* **NME** of a face = mean over its usable points of ``||pred - gt||_2`` divided by ``sqrt(w * h)`` of the
+  ground-truth landmark box (``faces.landmark_box``: min/max of the finite GT points), as in [4].
+* **CED(t)** = fraction of faces with ``NME <= t``. **AUC@T** = ``(1/T) * integral_0^T CED(t) dt`` by the
+  trapezoid rule on ``steps + 1`` equally spaced thresholds ``0, T/steps, ..., T`` (as [4]'s evaluation
+  code); it lies in [0, 1] and equals ``mean_i max(0, 1 - NME_i / T)`` to within ``1 / (2 * steps)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from superfan.faces import POSE_BIN_EDGES, pose_bin
+
+ArrayLike = torch.Tensor | np.ndarray | Sequence[float]
+
+# ----------------------------------------------------------------------------------------------- images
+
+
+def _check_images(sr: torch.Tensor, hr: torch.Tensor) -> None:
+    if sr.shape != hr.shape or sr.dim() != 4:
+        raise ValueError(f"expected two (B, C, H, W) batches of the same shape, got {tuple(sr.shape)} and "
+                         f"{tuple(hr.shape)}")
+
+
+def psnr(sr: torch.Tensor, hr: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Per-image PSNR in dB of ``(B, C, H, W)`` batches on RGB: ``10 log10(R^2 / MSE)``; ``inf`` if equal.
+
+    Computed in float64 so a 64x64 image agrees with scikit-image's ``peak_signal_noise_ratio`` to 1e-6 dB.
+    """
+    _check_images(sr, hr)
+    diff = sr.detach().double() - hr.detach().double()
+    mse = diff.pow(2).flatten(1).mean(dim=1)
+    return 10.0 * torch.log10(data_range**2 / mse)
+
+
+def _gaussian_window(sigma: float = 1.5, truncate: float = 3.5) -> torch.Tensor:
+    """scipy.ndimage's normalised 1-D Gaussian (radius ``int(truncate * sigma + 0.5)``), float64."""
+    radius = int(truncate * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    w = torch.exp(-0.5 * (x / sigma) ** 2)
+    return w / w.sum()
+
+
+def ssim(
+    sr: torch.Tensor,
+    hr: torch.Tensor,
+    data_range: float = 1.0,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
+    """Per-image SSIM (Wang 2004) of ``(B, C, H, W)`` batches on RGB, mean over channels; float64 ``(B,)``.
+
+    The separable Gaussian is applied as two depthwise ``conv2d`` passes without padding, so every
+    statistic is evaluated only where the 11 x 11 window fits: the same region scikit-image averages over.
+    """
+    _check_images(sr, hr)
+    x, y = sr.detach().double(), hr.detach().double()
+    b, c, h, w = x.shape
+    g = _gaussian_window(sigma).to(x.device)
+    win = g.numel()
+    if h < win or w < win:
+        raise ValueError(f"SSIM needs images of at least {win}x{win} px, got {h}x{w}")
+    gx = g.view(1, 1, 1, win).expand(5 * c, 1, 1, win)
+    gy = g.view(1, 1, win, 1).expand(5 * c, 1, win, 1)
+    stats = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # (B, 5C, H, W): one grouped conv for all
+    blurred = F.conv2d(F.conv2d(stats, gx, groups=5 * c), gy, groups=5 * c)
+    ux, uy, uxx, uyy, uxy = blurred.split(c, dim=1)
+    vx, vy, vxy = uxx - ux * ux, uyy - uy * uy, uxy - ux * uy
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return s.mean(dim=(2, 3)).mean(dim=1)
+
+
+# ------------------------------------------------------------------------------------------- landmarks
+
+
+def nme(pred: ArrayLike, gt: ArrayLike, visible: ArrayLike | None = None) -> torch.Tensor:
+    """Per-face normalised mean error of ``(B, K, 2)`` points -> float64 ``(B,)`` on the CPU.
+
+    * Points used: those whose GT is finite and, when ``visible`` ``(B, K)`` is given, marked visible.
+    * Normaliser: ``sqrt(w * h)`` of the box of *all* finite GT points (a self-occluded point still
+      fixes the face's extent), the ``faces.landmark_box`` convention.
+    * A face with no usable point or a degenerate box gets NaN (no landmarks: skipped by CED/AUC).
+    * A non-finite *prediction* at a usable point makes that face's NME ``inf``: a localiser that gives
+      up counts as a failure (never below any CED threshold) rather than silently dropping the point.
+    """
+    p = torch.as_tensor(pred).detach().to("cpu", torch.float64)
+    g = torch.as_tensor(gt).detach().to("cpu", torch.float64)
+    if p.shape != g.shape or p.dim() != 3 or p.shape[-1] != 2:
+        raise ValueError(f"expected (B, K, 2) predictions and ground truth, got {tuple(p.shape)}, {tuple(g.shape)}")
+    finite = torch.isfinite(g).all(dim=-1)  # (B, K)
+    use = finite.clone()
+    if visible is not None:
+        use &= torch.as_tensor(visible).to("cpu", torch.bool)
+    big = torch.tensor(float("inf"), dtype=torch.float64)
+    lo = torch.where(finite.unsqueeze(-1), g, big).amin(dim=1)
+    hi = torch.where(finite.unsqueeze(-1), g, -big).amax(dim=1)
+    wh = (hi - lo).prod(dim=-1)  # (B,); -inf * -inf = inf where no finite point, handled below
+    norm = torch.sqrt(wh)
+    err = torch.linalg.vector_norm(p - torch.where(finite.unsqueeze(-1), g, 0.0), dim=-1)  # (B, K)
+    err = torch.where(torch.isfinite(err), err, big)
+    n = use.sum(dim=1)
+    mean_err = torch.where(use, err, 0.0).sum(dim=1) / n.clamp_min(1)
+    ok = (n > 0) & torch.isfinite(norm) & (norm > 0)
+    return torch.where(ok, mean_err / torch.where(ok, norm, 1.0), torch.tensor(float("nan"), dtype=torch.float64))
+
+
+def _errors(values: ArrayLike) -> np.ndarray:
+    """Float64 numpy copy of per-face NMEs with the NaNs (faces without landmarks) dropped."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().to("cpu", torch.float64).numpy()
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    return arr[~np.isnan(arr)]
+
+
+def ced(errors: ArrayLike, thresholds: ArrayLike) -> np.ndarray:
+    """Cumulative error distribution: for each threshold ``t``, the fraction of faces with ``NME <= t``.
+
+    NaN errors (faces without landmarks) are left out of numerator and denominator; ``inf`` errors count
+    as failures. With no face left every value is NaN (an empty set has no distribution).
+    """
+    e = np.sort(_errors(errors))
+    t = np.asarray(thresholds.detach().cpu() if isinstance(thresholds, torch.Tensor) else thresholds,
+                   dtype=np.float64).reshape(-1)
+    if len(e) == 0:
+        return np.full(t.shape, np.nan)
+    return np.searchsorted(e, t, side="right") / len(e)
+
+
+def auc(errors: ArrayLike, threshold: float = 0.1, steps: int = 1000) -> float:
+    """Area under the CED curve from 0 to ``threshold``, divided by ``threshold`` (so 1.0 = every NME is 0).
+
+    ``AUC = trapz(CED(t_i), t_i) / threshold`` with ``t_i = threshold * i / steps``, ``i = 0..steps``: the
+    trapezoid rule of [4]'s evaluation. ``CED(0)`` counts errors exactly 0, so perfect predictions give
+    exactly 1.0 and errors all above ``threshold`` give exactly 0.0. NaN (no face) when nothing is left.
+    """
+    if threshold <= 0 or steps < 1:
+        raise ValueError(f"auc needs threshold > 0 and steps >= 1, got {threshold}, {steps}")
+    t = np.linspace(0.0, threshold, steps + 1)
+    curve = ced(errors, t)
+    if np.isnan(curve).any():
+        return float("nan")
+    area = float(np.sum((curve[1:] + curve[:-1]) * np.diff(t)) / 2.0)
+    return area / threshold
+
+
+def bin_keys(edges: Sequence[float] = POSE_BIN_EDGES) -> list[str]:
+    """Dictionary keys of the yaw bins, e.g. ``0_30``, ``30_60``, ``60_90``: the ``val_auc_<key>`` suffixes.
+
+    The last bin is open-ended (``|yaw| >= 60`` including beyond 90) but keeps the paper's name ``60_90``.
+    """
+    keys = [f"{edges[i]:g}_{edges[i + 1]:g}" for i in range(len(edges) - 1)]
+    keys.append(f"{edges[-1]:g}_90")
+    return keys
+
+
+def _as_numpy(values: ArrayLike) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().to("cpu", torch.float64).numpy().reshape(-1)
+    return np.asarray(values, dtype=np.float64).reshape(-1)
+
+
+def pose_counts(errors: ArrayLike, yaw: ArrayLike, edges: Sequence[float] = POSE_BIN_EDGES) -> dict[str, int]:
+    """Faces that enter each bin's AUC (finite-or-inf NME and known yaw), plus ``unknown_yaw`` and ``all``."""
+    e, bins = _as_numpy(errors), pose_bin(_as_numpy(yaw), tuple(edges))
+    scored = ~np.isnan(e)
+    out = {k: int(np.sum(scored & (bins == i))) for i, k in enumerate(bin_keys(edges))}
+    out["unknown_yaw"] = int(np.sum(scored & (bins < 0)))
+    out["all"] = int(np.sum(scored))
+    return out
+
+
+def auc_by_pose(
+    errors: ArrayLike,
+    yaw: ArrayLike,
+    threshold: float = 0.1,
+    edges: Sequence[float] = POSE_BIN_EDGES,
+    steps: int = 1000,
+) -> dict[str, float]:
+    """AUC@``threshold`` per yaw bin of ``|yaw|`` (``faces.pose_bin``) plus ``balanced``.
+
+    * Bins are ``[0,30)``, ``[30,60)``, ``[60,90+]``: yaw exactly 30 is in the middle bin, exactly 60 in
+      the last, and the sign of yaw is ignored (left and right profiles are the same difficulty).
+    * ``balanced`` = unweighted mean of the AUCs of the non-empty bins: what the paper's test set gives
+      by construction (equal faces per bin), whatever the mix of our validation set.
+    * An empty bin's AUC is NaN and it is left out of ``balanced``; with all bins empty ``balanced`` is NaN.
+    * Faces with unknown yaw (NaN) are in no bin, hence not in ``balanced``; they do count in the
+      overall :func:`auc`. Faces with NaN NME (no landmarks) count nowhere.
+    """
+    e, y = _as_numpy(errors), _as_numpy(yaw)
+    if e.shape != y.shape:
+        raise ValueError(f"errors and yaw must have one value per face, got {e.shape} and {y.shape}")
+    bins = pose_bin(y, tuple(edges))
+    out: dict[str, float] = {}
+    for i, key in enumerate(bin_keys(edges)):
+        sel = e[bins == i]
+        out[key] = auc(sel, threshold, steps) if len(_errors(sel)) else float("nan")
+    out["balanced"] = balanced(out.values())
+    return out
+
+
+def balanced(values: Any) -> float:
+    """Mean of the finite-or-not but non-NaN values (the non-empty bins); NaN when all are NaN."""
+    vals = [float(v) for v in values if not math.isnan(float(v))]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def mean_by_pose(
+    values: ArrayLike, yaw: ArrayLike, edges: Sequence[float] = POSE_BIN_EDGES
+) -> dict[str, float]:
+    """Mean of a per-face score (PSNR, SSIM, NME) per yaw bin, ``balanced`` (mean of non-empty bins), ``all``.
+
+    Same binning and empty-bin rule as :func:`auc_by_pose`; ``all`` includes faces with unknown yaw.
+    NaN scores are ignored; an ``inf`` PSNR (identical images) makes its mean ``inf``, honestly.
+    """
+    v, y = _as_numpy(values), _as_numpy(yaw)
+    bins = pose_bin(y, tuple(edges))
+    ok = ~np.isnan(v)
+    out = {k: (float(np.mean(v[ok & (bins == i)])) if np.any(ok & (bins == i)) else float("nan"))
+           for i, k in enumerate(bin_keys(edges))}
+    out["balanced"] = balanced(out.values())
+    out["all"] = float(np.mean(v[ok])) if np.any(ok) else float("nan")
+    return out
