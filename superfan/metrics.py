@@ -43,8 +43,10 @@ ArrayLike = torch.Tensor | np.ndarray | Sequence[float]
 
 def _check_images(sr: torch.Tensor, hr: torch.Tensor) -> None:
     if sr.shape != hr.shape or sr.dim() != 4:
-        raise ValueError(f"expected two (B, C, H, W) batches of the same shape, got {tuple(sr.shape)} and "
-                         f"{tuple(hr.shape)}")
+        raise ValueError(
+            f"expected two (B, C, H, W) batches of the same shape, got {tuple(sr.shape)} and "
+            f"{tuple(hr.shape)}"
+        )
 
 
 def psnr(sr: torch.Tensor, hr: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -113,7 +115,9 @@ def nme(pred: ArrayLike, gt: ArrayLike, visible: ArrayLike | None = None) -> tor
     p = torch.as_tensor(pred).detach().to("cpu", torch.float64)
     g = torch.as_tensor(gt).detach().to("cpu", torch.float64)
     if p.shape != g.shape or p.dim() != 3 or p.shape[-1] != 2:
-        raise ValueError(f"expected (B, K, 2) predictions and ground truth, got {tuple(p.shape)}, {tuple(g.shape)}")
+        raise ValueError(
+            f"expected (B, K, 2) predictions and ground truth, got {tuple(p.shape)}, {tuple(g.shape)}"
+        )
     finite = torch.isfinite(g).all(dim=-1)  # (B, K)
     use = finite.clone()
     if visible is not None:
@@ -128,7 +132,9 @@ def nme(pred: ArrayLike, gt: ArrayLike, visible: ArrayLike | None = None) -> tor
     n = use.sum(dim=1)
     mean_err = torch.where(use, err, 0.0).sum(dim=1) / n.clamp_min(1)
     ok = (n > 0) & torch.isfinite(norm) & (norm > 0)
-    return torch.where(ok, mean_err / torch.where(ok, norm, 1.0), torch.tensor(float("nan"), dtype=torch.float64))
+    return torch.where(
+        ok, mean_err / torch.where(ok, norm, 1.0), torch.tensor(float("nan"), dtype=torch.float64)
+    )
 
 
 def _errors(values: ArrayLike) -> np.ndarray:
@@ -146,8 +152,9 @@ def ced(errors: ArrayLike, thresholds: ArrayLike) -> np.ndarray:
     as failures. With no face left every value is NaN (an empty set has no distribution).
     """
     e = np.sort(_errors(errors))
-    t = np.asarray(thresholds.detach().cpu() if isinstance(thresholds, torch.Tensor) else thresholds,
-                   dtype=np.float64).reshape(-1)
+    t = np.asarray(
+        thresholds.detach().cpu() if isinstance(thresholds, torch.Tensor) else thresholds, dtype=np.float64
+    ).reshape(-1)
     if len(e) == 0:
         return np.full(t.shape, np.nan)
     return np.searchsorted(e, t, side="right") / len(e)
@@ -242,8 +249,10 @@ def mean_by_pose(
     v, y = _as_numpy(values), _as_numpy(yaw)
     bins = pose_bin(y, tuple(edges))
     ok = ~np.isnan(v)
-    out = {k: (float(np.mean(v[ok & (bins == i)])) if np.any(ok & (bins == i)) else float("nan"))
-           for i, k in enumerate(bin_keys(edges))}
+    out = {
+        k: (float(np.mean(v[ok & (bins == i)])) if np.any(ok & (bins == i)) else float("nan"))
+        for i, k in enumerate(bin_keys(edges))
+    }
     out["balanced"] = balanced(out.values())
     out["all"] = float(np.mean(v[ok])) if np.any(ok) else float("nan")
     return out
