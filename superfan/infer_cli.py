@@ -1,0 +1,396 @@
+"""``superfan enhance CHAMPION INPUT... -o OUT``: super-resolve real faces and find their landmarks.
+
+Three ways in, because real low-resolution faces come three ways:
+
+* face crops of any small size (the default): each INPUT is one face that fills the image;
+* full photos with boxes (``--boxes``): a WIDER FACE ``bbx_gt`` text file or JSON
+  ``{image: [[x, y, w, h], ...]}``;
+  this is the main path for tiny faces, which no classic detector finds;
+* full photos with a detector (``--detector dlib``, from the optional ``detector`` extra).
+
+Writes ``OUT/faces/*.png`` (64x64 SR faces), ``OUT/landmarks.json``, ``OUT/overlays/*.png`` (landmarks on
+each input) and ``OUT/contact_sheet.png`` (rows: input | bicubic | Super-FAN) for a person to look at.
+One bad file or box never stops a batch: it is reported on one line and skipped. The exit status is
+non-zero only when nothing at all was enhanced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+MAX_SHEET_FACES = 64
+TILE = 96
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "champion", help="champion or checkpoint directory (local or s3://), or its checkpoint.pt"
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or directories of images")
+    parser.add_argument("-o", "--out", required=True, type=Path, help="output directory")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--boxes", type=Path, default=None,
+        help="face boxes for full photos: WIDER FACE bbx_gt .txt, or JSON {image: [[x, y, w, h], ...]}",
+    )  # fmt: skip
+    mode.add_argument(
+        "--detector", choices=("dlib",), default=None,
+        help="find faces in full photos (pip install 'superfan[detector]'; misses faces below ~40 px)",
+    )  # fmt: skip
+    parser.add_argument("--batch", type=int, default=64, help="faces per forward pass (default 64)")
+    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+# ------------------------------------------------------------------------------------------- inputs
+
+
+def warn(msg: str) -> None:
+    """One line on stderr that does not tear a running progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(f"superfan enhance: {msg}", file=sys.stderr)
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Files as given; directories expand to their image files (sorted). Missing paths are reported."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                warn(f"skipped {p}: a directory with no images")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+def read_image(path: Path) -> np.ndarray:
+    """HxWx3 uint8 RGB; raises ``OSError``/``ValueError`` with a short reason for unreadable files."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.exists():
+        raise OSError("no such file")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert("RGB"))
+    except UnidentifiedImageError:
+        raise ValueError("not an image PIL can read") from None
+    except (OSError, SyntaxError) as err:  # truncated or corrupt files
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"corrupt image ({reason})") from None
+
+
+def parse_boxes(path: Path) -> dict[str, list[list[float]]]:
+    """Boxes per image from a JSON mapping or a WIDER FACE ``wider_face_*_bbx_gt.txt`` file.
+
+    ``bbx_gt``: an image path line, a count line, then that many ``x y w h blur expression illumination
+    invalid occlusion pose`` lines (a count of 0 is followed by one all-zero line). Keys are kept as written;
+    :func:`boxes_for` matches them to inputs by path suffix or file name.
+    """
+    from superfan.errors import UserError
+
+    if not path.is_file():
+        raise UserError(f"{path}: boxes file not found")
+    text = path.read_text(errors="replace")
+    if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+            raise UserError(f"{path}: expected a JSON object {{image: [[x, y, w, h], ...]}}")
+        return {str(k): list(v) for k, v in data.items()}
+    lines = [ln.strip() for ln in text.splitlines()]
+    out: dict[str, list[list[float]]] = {}
+    i = 0
+    while i < len(lines):
+        if not lines[i]:
+            i += 1
+            continue
+        name = lines[i]
+        try:
+            count = int(lines[i + 1])
+        except (IndexError, ValueError):
+            raise UserError(f"{path}:{i + 2}: expected the number of faces of {name}") from None
+        rows = lines[i + 2 : i + 2 + max(count, 1)]
+        if len(rows) < max(count, 1):
+            raise UserError(f"{path}: {name}: file ends before its {count} boxes")
+        boxes = []
+        for j, row in enumerate(rows[:count]):
+            try:
+                boxes.append([float(v) for v in row.split()[:4]])
+            except ValueError:
+                raise UserError(f"{path}:{i + 3 + j}: not a box line: {row!r}") from None
+        out[name] = boxes
+        i += 2 + max(count, 1)
+    if not out:
+        raise UserError(f"{path}: no boxes found (expected WIDER FACE bbx_gt text or JSON)")
+    return out
+
+
+def boxes_for(path: Path, table: dict[str, list[list[float]]]) -> list[list[float]] | None:
+    """The boxes for ``path``: exact key, else a key that is a path suffix of it, else the same file name."""
+    posix = path.as_posix()
+    if posix in table:
+        return table[posix]
+    for key, boxes in table.items():
+        if posix.endswith("/" + key.lstrip("/")):
+            return boxes
+    matches = [boxes for key, boxes in table.items() if Path(key).name == path.name]
+    return matches[0] if len(matches) == 1 else None
+
+
+# ------------------------------------------------------------------------------------------- run
+
+
+@dataclass
+class Face:
+    """One face to enhance: where it came from and how its input maps to the SR frame."""
+
+    input: Path
+    index: int
+    box: list[float] | None
+    lr: Any  # torch.Tensor (3, 16, 16)
+    matrix: np.ndarray
+    sr_name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from superfan.errors import UserError
+    from superfan.infer import BoxError, Enhancer, check_box, crop_to_lr, window_to_lr
+
+    if args.batch < 1:
+        raise UserError(f"--batch must be >= 1, got {args.batch}")
+    table = parse_boxes(args.boxes) if args.boxes else None
+    detector = None
+    if args.detector:
+        from superfan.detectors import get_detector
+
+        detector = get_detector(args.detector)
+    enhancer = Enhancer.from_checkpoint(args.champion, device=args.device, batch_size=args.batch)
+    if enhancer.real_world is False:
+        warn(
+            "note: this champion was trained on clean bicubic downsampling (degrade.real_world=false); "
+            "for real photos a real_world=true champion gives sharper faces (paper 5.3, docs/enhance.md)"
+        )
+    paths = expand_inputs(args.inputs)
+    if not paths:
+        raise UserError("no input images")
+    out: Path = args.out
+    (out / "faces").mkdir(parents=True, exist_ok=True)
+    (out / "overlays").mkdir(parents=True, exist_ok=True)
+
+    faces: list[Face] = []
+    skipped: list[dict[str, str]] = []
+    photos_mode = table is not None or detector is not None
+    stems = _unique_stems(paths)
+    progress = not args.no_progress
+    for path in tqdm(paths, desc="reading", unit="img", disable=not progress, file=sys.stderr):
+        try:
+            img = read_image(path)
+        except (OSError, ValueError) as err:
+            warn(f"skipped {path}: {err}")
+            skipped.append({"input": str(path), "reason": str(err)})
+            continue
+        tensor = torch.from_numpy(img.copy()).permute(2, 0, 1).float() / 255.0
+        if not photos_mode:
+            lr, matrix = crop_to_lr(tensor)
+            faces.append(Face(path, 0, None, lr, matrix, sr_name=f"{stems[path]}.png"))
+            continue
+        if table is not None:
+            boxes = boxes_for(path, table)
+            if boxes is None:
+                warn(f"skipped {path}: no boxes for it in {args.boxes}")
+                skipped.append({"input": str(path), "reason": "no boxes"})
+                continue
+        else:
+            boxes = [list(b) for b in detector(img)]  # type: ignore[misc]
+            if not boxes:
+                warn(f"skipped {path}: {args.detector} found no face (it misses faces below ~40 px)")
+                skipped.append({"input": str(path), "reason": "no face detected"})
+                continue
+        height, width = img.shape[:2]
+        for k, box in enumerate(boxes):
+            try:
+                x, y, w, h = check_box(box, width, height)
+            except BoxError as err:
+                warn(f"skipped face {k} of {path}: {err}")
+                skipped.append({"input": str(path), "face": str(k), "reason": str(err)})
+                continue
+            from superfan.faces import crop_matrix
+
+            window = crop_matrix((x, y, x + w, y + h), out_size=64, face_height=50.0)
+            lr, _ = window_to_lr(tensor, window)
+            faces.append(Face(path, k, [x, y, w, h], lr, window, sr_name=f"{stems[path]}_face{k:03d}.png"))
+
+    if not faces:
+        warn("nothing to enhance: every input was skipped")
+        _write_json(out, enhancer, [], skipped)
+        return 1
+
+    lr_all = torch.stack([f.lr for f in faces])
+    srs, pts = [], []
+    with tqdm(total=len(faces), desc="enhancing", unit="face", disable=not progress, file=sys.stderr) as bar:
+        for start in range(0, len(faces), args.batch):
+            sr, p = enhancer.run_lr(lr_all[start : start + args.batch])
+            srs.append(sr.clamp(0, 1).cpu())
+            pts.append(p.cpu())
+            bar.update(min(args.batch, len(faces) - start))
+    sr_all = torch.cat(srs)
+    pts_sr = torch.cat(pts).double().numpy()
+
+    from PIL import Image
+
+    from superfan.faces import invert_affine, transform_points
+    from superfan.infer import to_uint8
+
+    sr_u8 = to_uint8(sr_all.permute(0, 2, 3, 1).numpy())
+    records = []
+    for face, sr_img, p_sr in zip(faces, sr_u8, pts_sr, strict=True):
+        Image.fromarray(sr_img).save(out / "faces" / face.sr_name)
+        p_in = transform_points(p_sr, invert_affine(face.matrix))
+        face.extra["landmarks"] = p_in
+        records.append(
+            {
+                "input": str(face.input),
+                "face": face.index,
+                "box": face.box,
+                "sr": f"faces/{face.sr_name}",
+                "landmarks": np.round(p_in, 3).tolist(),
+                "landmarks_sr": np.round(p_sr, 3).tolist(),
+            }
+        )
+    _write_json(out, enhancer, records, skipped)
+    _write_overlays(out, faces, stems, progress)
+    lr_u8 = to_uint8(lr_all.permute(0, 2, 3, 1).numpy())
+    contact_sheet(lr_u8, sr_u8, pts_sr, out / "contact_sheet.png")
+    n_inputs = len({f.input for f in faces})
+    print(
+        f"enhanced {len(faces)} face(s) from {n_inputs} input(s) into {out} "
+        f"(faces/, landmarks.json, overlays/, contact_sheet.png); skipped {len(skipped)}"
+    )
+    return 0
+
+
+def _unique_stems(paths: list[Path]) -> dict[Path, str]:
+    """Output names from input file names, disambiguated when two inputs share a stem."""
+    seen: dict[str, int] = {}
+    out = {}
+    for p in paths:
+        stem = p.stem
+        n = seen.get(stem, 0)
+        seen[stem] = n + 1
+        out[p] = stem if n == 0 else f"{stem}-{n}"
+    return out
+
+
+def _write_json(
+    out: Path, enhancer: Any, records: list[dict[str, Any]], skipped: list[dict[str, str]]
+) -> None:
+    doc = {
+        "champion": enhancer.source,
+        "fan": enhancer.fan_source,
+        "real_world": enhancer.real_world,
+        "coordinates": "0-based pixel centres, iBUG 68-point order; 'landmarks' in the input image's pixels, "
+        "'landmarks_sr' in the 64x64 SR face",
+        "faces": records,
+        "skipped": skipped,
+    }
+    tmp = out / "landmarks.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(out / "landmarks.json")
+
+
+# ------------------------------------------------------------------------------------------- drawing
+
+
+def draw_points(
+    img: Any, points: np.ndarray, radius: float, color: tuple[int, int, int] = (0, 255, 0)
+) -> None:
+    """Draw 68 points on a PIL image in place (points in that image's pixel-centre coordinates)."""
+    from PIL import ImageDraw
+
+    d = ImageDraw.Draw(img)
+    for x, y in points:
+        if np.isfinite(x) and np.isfinite(y):
+            d.ellipse([x + 0.5 - radius, y + 0.5 - radius, x + 0.5 + radius, y + 0.5 + radius], fill=color)
+
+
+def _write_overlays(out: Path, faces: list[Face], stems: dict[Path, str], progress: bool) -> None:
+    """One overlay per input: the input with its faces' landmarks (and boxes), upscaled when tiny."""
+    from PIL import Image, ImageDraw
+    from tqdm import tqdm
+
+    by_input: dict[Path, list[Face]] = {}
+    for f in faces:
+        by_input.setdefault(f.input, []).append(f)
+    items = tqdm(by_input.items(), desc="overlays", unit="img", disable=not progress, file=sys.stderr)
+    for path, group in items:
+        img = Image.fromarray(read_image(path))
+        # Tiny crops are unreadable at 1:1: upscale (nearest) so the longer side is >= 256 px.
+        k = max(1, math.ceil(256 / max(img.size)))
+        if k > 1:
+            img = img.resize((img.width * k, img.height * k), Image.NEAREST)
+        draw = ImageDraw.Draw(img)
+        for f in group:
+            pts = (f.extra["landmarks"] + 0.5) * k - 0.5
+            if f.box is not None:
+                x, y, w, h = (v * k for v in f.box)
+                draw.rectangle([x, y, x + w, y + h], outline=(255, 64, 64))
+            size = f.box[3] * k if f.box is not None else min(img.size)
+            draw_points(img, pts, radius=max(1.0, size / 80))
+        img.save(out / "overlays" / f"{stems[path]}.png")
+
+
+def contact_sheet(lr: np.ndarray, sr: np.ndarray, points_sr: np.ndarray, path: Path) -> None:
+    """Rows input | bicubic | Super-FAN (with landmarks), one column per face, wrapped into blocks.
+
+    "input" is the 16x16 network input shown with nearest-neighbour pixels, "bicubic" the classic
+    upsampling of the same 16x16, so the sheet compares like with like. At most 64 faces.
+    """
+    from PIL import Image, ImageDraw
+
+    n = min(len(lr), MAX_SHEET_FACES)
+    cols = min(n, 8)
+    blocks = math.ceil(n / cols)
+    label_w, gap = 72, 6
+    width = label_w + cols * TILE
+    height = blocks * (3 * TILE + gap)
+    sheet = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    scale = TILE / 64
+    for b in range(blocks):
+        top = b * (3 * TILE + gap)
+        for r, name in enumerate(("input", "bicubic", "Super-FAN")):
+            draw.text((4, top + r * TILE + TILE // 2 - 6), name, fill=(0, 0, 0))
+        for c in range(cols):
+            i = b * cols + c
+            if i >= n:
+                break
+            x = label_w + c * TILE
+            small = Image.fromarray(lr[i])
+            sheet.paste(small.resize((TILE, TILE), Image.NEAREST), (x, top))
+            sheet.paste(small.resize((TILE, TILE), Image.BICUBIC), (x, top + TILE))
+            face = Image.fromarray(sr[i]).resize((TILE, TILE), Image.BICUBIC)
+            draw_points(face, (points_sr[i] + 0.5) * scale - 0.5, radius=1.0)
+            sheet.paste(face, (x, top + 2 * TILE))
+    tmp = path.with_suffix(".tmp.png")
+    sheet.save(tmp)
+    tmp.replace(path)
