@@ -211,6 +211,14 @@ class Enhancer:
         (float in [0, 1] or uint8). Each crop is padded to a square and resized to 16x16 (antialiased
         bicubic); the face should fill it like the training window (face height ~50/64 of the side).
         """
+        if isinstance(images, torch.Tensor) and images.ndim == 4 and len(images):
+            # One size for all: pad and resize the whole batch at once, on the model's device.
+            t = images.detach().to(self.device)
+            t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
+            if t.shape[1] != 3:
+                raise UserError(f"expected a (B, 3, h, w) tensor of face crops, got shape {tuple(t.shape)}")
+            lr, m = crop_to_lr(t)
+            return self._finish(lr, np.repeat(m[None], len(t), axis=0), float_output, return_heatmaps)
         crops = _as_tensors(images)
         if not crops:
             raise UserError("no images to enhance")
@@ -260,7 +268,7 @@ class Enhancer:
             sr=sr_img.astype(np.float32) if float_output else to_uint8(sr_img),
             landmarks_sr=pts_sr_np,
             landmarks=back,
-            lr=to_uint8(lr.permute(0, 2, 3, 1).numpy()),
+            lr=to_uint8(lr.permute(0, 2, 3, 1).cpu().numpy()),
             matrices=mats,
             heatmaps=outs[2].cpu().numpy() if return_heatmaps else None,
         )
@@ -313,11 +321,11 @@ def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
 
 
 def crop_to_lr(crop: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-    """(3, h, w) float crop -> (3, 16, 16) LR and the affine from crop pixels to the 64x64 SR frame.
+    """(3, h, w) or (B, 3, h, w) float crop(s) -> 16x16 LR and the affine from crop pixels to the SR frame.
 
     A non-square crop is padded with black, centred, to its longer side, so the face keeps its aspect.
     """
-    _, h, w = crop.shape
+    h, w = crop.shape[-2:]
     side = max(h, w)
     left, top = (side - w) // 2, (side - h) // 2
     if h != w:
@@ -327,13 +335,13 @@ def crop_to_lr(crop: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
 
 
 def resize_lr(square: torch.Tensor) -> torch.Tensor:
-    """Antialiased bicubic resize of a (3, s, s) float image to 16x16, clamped to [0, 1]."""
+    """Antialiased bicubic resize of (3, s, s) or (B, 3, s, s) float images to 16x16, clamped to [0, 1]."""
     if square.shape[-1] == LR_SIZE and square.shape[-2] == LR_SIZE:
         return square.clone()
-    out = F.interpolate(
-        square[None], size=(LR_SIZE, LR_SIZE), mode="bicubic", antialias=True, align_corners=False
-    )[0]
-    return out.clamp(0.0, 1.0)
+    batch = square if square.ndim == 4 else square[None]
+    out = F.interpolate(batch, size=(LR_SIZE, LR_SIZE), mode="bicubic", antialias=True, align_corners=False)
+    out = out.clamp(0.0, 1.0)
+    return out if square.ndim == 4 else out[0]
 
 
 def window_to_lr(photo: torch.Tensor, window: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
