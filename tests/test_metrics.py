@@ -1,0 +1,179 @@
+"""Metrics against scikit-image (PSNR/SSIM) and hand-computed NME/CED/AUC, pose bins and balanced means."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from superfan import metrics
+from superfan.faces import landmark_box
+
+
+def _sk_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    return float(
+        structural_similarity(
+            a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=0
+        )
+    )
+
+
+def _pairs(kind: str, n: int = 3, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed({"random": 1, "structured": 2}[kind])
+    if kind == "random":
+        hr = torch.rand(n, 3, size, size, generator=g, dtype=torch.float64)
+        sr = (hr + 0.15 * torch.randn(hr.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    else:  # structured: smooth faces-like gradients + edges, and a blurred/shifted reconstruction
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+        base = torch.stack(
+            [0.5 + 0.4 * torch.sin(3 * xx), 0.5 + 0.4 * torch.cos(2 * yy), (xx * xx + yy * yy < 0.5)]
+        )
+        hr = torch.stack([base.roll(k * 3, dims=-1) for k in range(n)]).double().clamp(0, 1)
+        sr = F.interpolate(F.avg_pool2d(hr, 4), size=size, mode="bilinear", align_corners=False).clamp(0, 1)
+    return sr, hr
+
+
+@pytest.mark.parametrize("kind", ["random", "structured"])
+def test_psnr_ssim_match_skimage_per_image_and_batch(kind: str) -> None:
+    sr, hr = _pairs(kind)
+    p, s = metrics.psnr(sr, hr), metrics.ssim(sr, hr)
+    assert p.shape == s.shape == (3,)
+    for i in range(3):
+        a, b = sr[i].numpy(), hr[i].numpy()
+        assert p[i].item() == pytest.approx(peak_signal_noise_ratio(b, a, data_range=1), abs=1e-3)
+        assert s[i].item() == pytest.approx(_sk_ssim(a, b), abs=1e-3)
+        # one image alone gives the same value as inside the batch
+        assert metrics.ssim(sr[i : i + 1], hr[i : i + 1]).item() == pytest.approx(s[i].item(), abs=1e-12)
+        assert metrics.psnr(sr[i : i + 1], hr[i : i + 1]).item() == pytest.approx(p[i].item(), abs=1e-12)
+
+
+def test_ssim_float32_inputs_and_identity() -> None:
+    sr, hr = _pairs("random", n=2)
+    s32 = metrics.ssim(sr.float(), hr.float())
+    assert torch.allclose(s32, metrics.ssim(sr, hr), atol=1e-5)
+    assert torch.allclose(metrics.ssim(hr, hr), torch.ones(2, dtype=torch.float64))
+    assert torch.isinf(metrics.psnr(hr, hr)).all()
+    with pytest.raises(ValueError):
+        metrics.ssim(hr[:, :, :8, :8], hr[:, :, :8, :8])  # smaller than the 11x11 window
+    with pytest.raises(ValueError):
+        metrics.psnr(hr, hr[:1])
+
+
+def test_psnr_hand_value() -> None:
+    hr = torch.zeros(1, 3, 8, 8, dtype=torch.float64)
+    sr = torch.full_like(hr, 0.1)  # MSE 0.01 -> 20 dB
+    assert metrics.psnr(sr, hr).item() == pytest.approx(20.0, abs=1e-9)
+
+
+def _face(w: float = 40.0, h: float = 10.0) -> torch.Tensor:
+    rng = np.random.default_rng(0)
+    pts = np.stack([rng.uniform(0, w, 68), rng.uniform(0, h, 68)], axis=1)
+    pts[0], pts[1] = (0, 0), (w, h)  # the box is exactly w x h
+    return torch.tensor(pts + 5.0)
+
+
+def test_nme_constant_offset_is_d_over_sqrt_wh() -> None:
+    gt = _face(40.0, 10.0)
+    x0, y0, x1, y1 = landmark_box(gt.numpy())
+    assert (x1 - x0, y1 - y0) == pytest.approx((40.0, 10.0))
+    d = 3.0
+    shift = torch.tensor([d * 0.6, d * 0.8], dtype=torch.float64)  # length d
+    e = metrics.nme((gt + shift)[None], gt[None])
+    assert e.shape == (1,)
+    assert e.item() == pytest.approx(d / math.sqrt(40 * 10), rel=1e-12)
+
+
+def test_nme_masks_missing_and_invisible_points_and_failed_predictions() -> None:
+    gt = _face(20.0, 20.0)
+    pred = gt.clone()
+    pred[10] += torch.tensor([4.0, 0.0])  # only point 10 is wrong
+    # all points used: 4 / 68 / 20
+    assert metrics.nme(pred[None], gt[None]).item() == pytest.approx(4 / 68 / 20)
+    # point 10 invisible: perfect
+    vis = torch.ones(1, 68, dtype=torch.bool)
+    vis[0, 10] = False
+    assert metrics.nme(pred[None], gt[None], vis).item() == pytest.approx(0.0)
+    # point 10 missing from the GT: perfect too, box from the other points (0 and 1 still span 20x20)
+    gt_missing = gt.clone()
+    gt_missing[10] = float("nan")
+    assert metrics.nme(pred[None], gt_missing[None]).item() == pytest.approx(0.0)
+    # no landmarks at all -> NaN; a NaN prediction at a used point -> inf (a failure)
+    none = torch.full((68, 2), float("nan"), dtype=torch.float64)
+    bad = gt.clone()
+    bad[3] = float("nan")
+    e = metrics.nme(torch.stack([gt, gt, bad]), torch.stack([gt, none, gt]))
+    assert e[0].item() == 0.0 and math.isnan(e[1].item()) and math.isinf(e[2].item())
+    # numpy input works too
+    assert metrics.nme(pred[None].numpy(), gt[None].numpy()).item() == pytest.approx(4 / 68 / 20)
+
+
+def test_ced_counts_le_and_drops_nan() -> None:
+    e = [0.0, 0.05, 0.1, float("nan"), float("inf")]
+    c = metrics.ced(e, [0.0, 0.05, 0.1, 1.0])
+    assert c.tolist() == pytest.approx([0.25, 0.5, 0.75, 0.75])
+    assert np.isnan(metrics.ced([float("nan")], [0.1])).all()
+
+
+def test_auc_hand_cases() -> None:
+    assert metrics.auc(np.zeros(7)) == 1.0
+    assert metrics.auc(np.full(5, 0.2)) == 0.0
+    assert metrics.auc(np.full(5, np.inf)) == 0.0
+    assert metrics.auc(np.linspace(0, 0.1, 10001)) == pytest.approx(0.5, abs=1e-3)
+    # a single error e: area = 1 - e / T (up to the grid's half step)
+    assert metrics.auc([0.03], threshold=0.1) == pytest.approx(0.7, abs=1e-3)
+    assert metrics.auc([0.03], threshold=0.06) == pytest.approx(0.5, abs=1e-3)
+    rng = np.random.default_rng(1)
+    e = rng.exponential(0.05, 500)
+    closed = np.mean(np.clip(1 - e / 0.1, 0, 1))
+    assert metrics.auc(e, 0.1, steps=1000) == pytest.approx(closed, abs=1 / 2000)
+    assert math.isnan(metrics.auc([float("nan")]))
+    assert metrics.auc(torch.zeros(3)) == 1.0
+    with pytest.raises(ValueError):
+        metrics.auc([0.1], threshold=0)
+
+
+def test_pose_bins_edges_sign_and_unknown() -> None:
+    #        bin:    0     1     2     1      2      0     -     2
+    yaw = np.array([0.0, 30.0, 60.0, -45.0, -90.0, 29.9, np.nan, 120.0])
+    err = np.array([0.0, 0.2, 0.05, 0.2, 0.05, 0.0, 0.0, 0.05])
+    counts = metrics.pose_counts(err, yaw)
+    assert counts == {"0_30": 2, "30_60": 2, "60_90": 3, "unknown_yaw": 1, "all": 8}
+    res = metrics.auc_by_pose(err, yaw)
+    assert set(res) == {"0_30", "30_60", "60_90", "balanced"}
+    assert res["0_30"] == 1.0
+    assert res["30_60"] == 0.0
+    assert res["60_90"] == pytest.approx(0.5, abs=1e-3)
+    assert res["balanced"] == pytest.approx((1.0 + 0.0 + 0.5) / 3, abs=1e-3)
+    # the unknown-yaw face is in the overall AUC only
+    assert metrics.auc(err) != pytest.approx(res["balanced"])
+
+
+def test_balanced_skips_empty_bins_and_nan_errors() -> None:
+    yaw = np.array([10.0, 10.0, 70.0, 40.0])
+    err = np.array([0.0, 0.0, 0.2, np.nan])  # the only 30-60 face has no landmarks
+    res = metrics.auc_by_pose(err, yaw)
+    assert math.isnan(res["30_60"])
+    assert res["balanced"] == pytest.approx((1.0 + 0.0) / 2)
+    assert metrics.pose_counts(err, yaw)["30_60"] == 0
+    assert math.isnan(metrics.auc_by_pose([np.nan], [10.0])["balanced"])
+    # other edges give other keys
+    assert list(metrics.auc_by_pose([0.0], [50.0], edges=(0.0, 45.0))) == ["0_45", "45_90", "balanced"]
+
+
+def test_balanced_is_mean_of_bins_not_of_faces() -> None:
+    yaw = np.array([5.0] * 9 + [75.0])
+    err = np.array([0.0] * 9 + [0.2])
+    res = metrics.auc_by_pose(err, yaw)
+    assert res["balanced"] == pytest.approx(0.5)  # bins 1.0 and 0.0; the empty middle bin is skipped
+    assert metrics.auc(err) == pytest.approx(0.9)
+
+
+def test_mean_by_pose() -> None:
+    res = metrics.mean_by_pose([20.0, 22.0, 30.0, 40.0], [0.0, 10.0, 35.0, np.nan])
+    assert res["0_30"] == 21.0 and res["30_60"] == 30.0 and math.isnan(res["60_90"])
+    assert res["balanced"] == pytest.approx(25.5)
+    assert res["all"] == pytest.approx(28.0)
