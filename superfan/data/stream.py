@@ -1,0 +1,290 @@
+"""Shards (local or s3://) -> augmented, degraded batches in the contract of docs/contracts.md.
+
+Pipeline (one ``webdataset.DataPipeline`` per DataLoader worker, all seeded):
+
+1. **Shard plan** -- the shard list is split by Ray Train rank, then by DataLoader worker (node splitter then
+   worker splitter). When there are fewer shards than ``world_size * num_workers`` every reader opens all
+   shards and keeps every n-th sample instead, so the readers stay disjoint even with one shard.
+   Training resamples shards with replacement forever (cut to ``samples_per_epoch`` by ``with_epoch``);
+   with ``samples_per_epoch=None`` it is one shuffled pass. Validation is one ordered pass.
+2. **Tar expansion** -- ``webdataset.tarfile_to_samples``; ``s3://`` URLs go through :mod:`superfan.storage`
+   (a streaming GET; see :func:`register_s3_handler`), so there is no local copy.
+3. **Shuffle buffer** (training only) -- ``cfg.data.shuffle_buffer`` samples, seeded.
+4. **Per sample** (the only per-sample Python work): JSON parse, JPEG decode at reduced size (draft mode),
+   one affine warp to 64x64 with flip/scale/rotation composed in, landmarks through the same matrix
+   (:mod:`superfan.data.augment`).
+5. **Per batch** (vectorised torch): colour/brightness/contrast jitter, degradation to 16x16 with the
+   real-world mode when enabled (:mod:`superfan.data.degrade`), heatmaps at ``cfg.model.fan.heatmap_size`` /
+   ``sigma`` via :func:`superfan.faces.points_to_heatmaps`.
+
+Determinism: every random draw comes from generators seeded by ``(seed, epoch, rank, worker)``, and the
+DataLoader returns worker batches round-robin, so the same seed, epoch, rank and worker count give the same
+batches. A horizontally flipped face has its yaw negated (yaw is signed: nose towards the image left).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import Any
+
+import numpy as np
+import torch
+
+from superfan import storage
+from superfan.config import Config
+from superfan.data.augment import IDENTITY, apply_color_jitter, sample_params, warp_face
+from superfan.data.degrade import degrade
+from superfan.errors import UserError
+from superfan.faces import NUM_LANDMARKS, points_to_heatmaps
+
+# ------------------------------------------------------------------------------------------- URLs, S3
+
+
+def _gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, **kw: Any) -> Any:
+    """webdataset gopen handler: stream an ``s3://`` object through :func:`superfan.storage.open_read`."""
+    if mode[0] != "r":
+        raise ValueError(f"{url}: the s3 handler only reads")
+    return storage.open_read(url)
+
+
+def register_s3_handler() -> None:
+    """Make ``webdataset.gopen`` open ``s3://`` with our storage layer (endpoint/credentials from env)."""
+
+    sys.modules["webdataset.gopen"].gopen_schemes["s3"] = _gopen_s3
+
+
+def _expand_braces(url: str) -> list[str]:
+    import braceexpand
+
+    return list(braceexpand.braceexpand(url))
+
+
+def resolve_shards(urls: str | Iterable[str]) -> list[str]:
+    """Expand shard URLs, brace patterns (``a-{000000..000009}.tar``), ``manifest.json`` URLs and
+    directories/prefixes holding a manifest (local or s3://) into a flat list of shard URLs, in order."""
+    items = [urls] if isinstance(urls, str) else list(urls)
+    out: list[str] = []
+    for item in items:
+        for url in _expand_braces(str(item)):
+            base = url.rstrip("/")
+            if base.endswith(".json") or not base.endswith(".tar"):
+                manifest = base if base.endswith(".json") else storage.join(base, "manifest.json")
+                try:
+                    data = json.loads(storage.read_text(manifest))
+                except json.JSONDecodeError as err:
+                    raise UserError(f"{manifest}: not a JSON manifest ({err})") from None
+                root = manifest.rsplit("/", 1)[0] if "/" in manifest else "."
+                out += [storage.join(root, s["name"]) for s in data.get("shards", [])]
+            else:
+                out.append(url)
+    if not out:
+        raise UserError(f"no shards found in {items!r}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------- the pipeline
+
+
+def _worker() -> tuple[int, int]:
+    info = torch.utils.data.get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+def _worker_init(_: int) -> None:
+    """A forked DataLoader worker must not reuse the parent's boto3 connection pool."""
+    clear = getattr(storage._client, "cache_clear", None)
+    if clear is not None:
+        clear()
+
+
+class FaceStream:
+    """The per-reader pipeline stages, bound to one config; a ``webdataset.DataPipeline`` chains them."""
+
+    def __init__(
+        self, shards: list[str], cfg: Config, *, train: bool, rank: int, world_size: int, seed: int,
+        epoch: int, real_world: bool, resample: bool, limit: int | None = None,
+    ) -> None:  # fmt: skip
+        self.shards, self.cfg, self.train = shards, cfg, train
+        self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, epoch
+        self.real_world, self.resample, self.limit = real_world, resample, limit
+        self._sample_slot: tuple[int, int] | None = None
+
+    def _seed(self, tag: str) -> list[int]:
+        wid, _ = _worker()
+        return [abs(int(self.seed)), int(self.epoch), int(self.rank), wid, sum(map(ord, tag))]
+
+    # 1. shard plan (node splitter + worker splitter)
+    def shard_urls(self) -> Iterator[dict[str, str]]:
+        wid, nw = _worker()
+        slots, slot = self.world_size * nw, self.rank * nw + wid
+        if len(self.shards) >= slots:
+            mine = self.shards[self.rank :: self.world_size][wid::nw]
+            self._sample_slot = None
+        else:
+            mine = list(self.shards)
+            self._sample_slot = (slot, slots)
+        if not self.train:
+            yield from ({"url": u} for u in mine)
+            return
+        rng = random.Random(repr(self._seed("shards")))
+        if self.resample:
+            while True:
+                yield {"url": mine[rng.randrange(len(mine))]}
+        order = list(mine)
+        rng.shuffle(order)
+        yield from ({"url": u} for u in order)
+
+    def split_samples(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Sample-level split when there are too few shards for a shard-level one (see the plan)."""
+        for count, sample in enumerate(src):
+            if self._sample_slot is None or count % self._sample_slot[1] == self._sample_slot[0]:
+                yield sample
+
+    def cap(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Validation cap (``cfg.data.val_samples``), split evenly over ranks and workers."""
+        if self.limit is None:
+            yield from src
+            return
+        _, nw = _worker()
+        yield from islice(src, math.ceil(self.limit / (self.world_size * nw)))
+
+    def shuffle(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        from webdataset.filters import _shuffle
+
+        n = self.cfg.data.shuffle_buffer
+        if not self.train or n <= 1:
+            yield from src
+            return
+        yield from _shuffle(
+            src, bufsize=n, initial=min(n, 100), rng=random.Random(repr(self._seed("shuffle")))
+        )
+
+    # 4. per sample: decode + one warp + landmarks
+    def faces(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        rng = np.random.default_rng(self._seed("augment"))
+        acfg = self.cfg.augment
+        for s in src:
+            meta = json.loads(s["json"])
+            lm = meta.get("landmarks")
+            pts = None if lm is None else np.asarray(lm, dtype=np.float64).reshape(NUM_LANDMARKS, 2)
+            params = sample_params(rng, acfg) if self.train else IDENTITY
+            img, out_pts = warp_face(s["hr.jpg"], tuple(meta["bbox"]), pts, params, acfg)
+            yaw = meta.get("yaw")
+            yaw = math.nan if yaw is None else (-float(yaw) if params.flip else float(yaw))
+            yield {
+                "img": img,
+                "landmarks": np.full((NUM_LANDMARKS, 2), np.nan) if out_pts is None else out_pts,
+                "jitter": params.jitter,
+                "yaw": yaw,
+                "pose_source": meta.get("pose_source"),
+                "key": s["__key__"],
+            }
+
+    @staticmethod
+    def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+        imgs = torch.from_numpy(np.stack([s["img"] for s in samples]))
+        lms = torch.from_numpy(np.stack([s["landmarks"] for s in samples]).astype(np.float32))
+        return {
+            "hr": imgs.permute(0, 3, 1, 2).float().div_(255.0),
+            "landmarks": lms,
+            "has_landmarks": torch.isfinite(lms).all(dim=2).all(dim=1),
+            "yaw": torch.tensor([s["yaw"] for s in samples], dtype=torch.float32),
+            "pose_source": [s["pose_source"] for s in samples],
+            "key": [s["key"] for s in samples],
+            "jitter": torch.tensor([s["jitter"] for s in samples], dtype=torch.float32),
+        }
+
+    # 5. per batch: jitter, degradation, heatmaps
+    def batches(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        rng = np.random.default_rng(self._seed("degrade"))
+        fan = self.cfg.model.fan
+        size = self.cfg.augment.hr_size
+        for b in src:
+            jitter = b.pop("jitter")
+            hr = apply_color_jitter(b["hr"], jitter) if self.train else b["hr"]
+            lr = degrade(hr, self.cfg.degrade, rng, real_world=self.real_world)
+            heat = points_to_heatmaps(b["landmarks"], size, fan.heatmap_size, fan.sigma)
+            yield {"hr": hr, "lr": lr, "landmarks": b["landmarks"], "heatmaps": heat,
+                   "has_landmarks": b["has_landmarks"], "yaw": b["yaw"], "pose_source": b["pose_source"],
+                   "key": b["key"]}  # fmt: skip
+
+    def pipeline(self, batches_per_worker: int | None) -> Any:
+        import webdataset as wds
+
+        register_s3_handler()
+        stages = [
+            self.shard_urls,
+            wds.tarfile_to_samples(),
+            self.split_samples,
+            self.cap,
+            self.shuffle,
+            self.faces,
+            wds.batched(self.cfg.data.batch_size, collation_fn=self.collate, partial=not self.train),
+            self.batches,
+        ]
+        pipe = wds.DataPipeline(*stages)
+        if batches_per_worker is not None:
+            pipe = pipe.with_epoch(batches_per_worker)
+        return pipe
+
+
+class Loader:
+    """An iterable of contract batches: a torch DataLoader over the pipeline, cut to an exact batch count."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader, batches: int | None) -> None:
+        self.loader, self.batches = loader, batches
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        it = iter(self.loader)
+        return it if self.batches is None else islice(it, self.batches)
+
+    def __len__(self) -> int:
+        if self.batches is None:
+            raise TypeError("an un-cut stream (one pass over the shards) has no known length")
+        return self.batches
+
+
+def make_loader(
+    urls: str | Iterable[str],
+    cfg: Config,
+    *,
+    train: bool,
+    rank: int = 0,
+    world_size: int = 1,
+    seed: int | None = None,
+    epoch: int = 0,
+    num_workers: int | None = None,
+    real_world: bool | None = None,
+) -> Loader:
+    """Batches per docs/contracts.md from shard/manifest URLs (see the module docstring for the stages).
+
+    Training: resampled, shuffled, augmented, cut to ``cfg.data.samples_per_epoch`` per rank (one shuffled
+    pass when that is None). Validation: one ordered pass, no augmentation, no real-world degradation unless
+    ``real_world=True``, capped at ``cfg.data.val_samples``. ``num_workers`` overrides
+    ``cfg.data.num_workers``.
+    """
+    shards = resolve_shards(urls)
+    if not 0 <= rank < world_size:
+        raise UserError(f"rank {rank} is outside world_size {world_size}")
+    seed = cfg.data.seed if seed is None else int(seed)
+    nw = cfg.data.num_workers if num_workers is None else int(num_workers)
+    per_epoch = cfg.data.samples_per_epoch if train else None
+    resample = train and per_epoch is not None
+    total = None if per_epoch is None else max(1, per_epoch // cfg.data.batch_size)
+    per_worker = None if total is None else math.ceil(total / max(nw, 1))
+    rw = (cfg.degrade.real_world if train else False) if real_world is None else bool(real_world)
+    stream = FaceStream(
+        shards, cfg, train=train, rank=rank, world_size=world_size, seed=seed, epoch=epoch, real_world=rw,
+        resample=resample, limit=None if train else cfg.data.val_samples,
+    )  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        stream.pipeline(per_worker), batch_size=None, num_workers=nw, worker_init_fn=_worker_init,
+        persistent_workers=False, prefetch_factor=4 if nw > 0 else None,
+        multiprocessing_context="fork" if nw > 0 and sys.platform == "linux" else None,
+    )  # fmt: skip
+    return Loader(loader, total)
