@@ -1,0 +1,263 @@
+"""The evaluation protocol on tiny real models and in-memory contract batches.
+
+The oracle FAN sees only the image it is given, recognises which test face it is (nearest HR face after
+downsampling) and returns heatmaps rendered from that face's ground truth: AUC ~1 and NME ~0 then prove the
+whole landmark path (SR image -> FAN -> last stack -> heatmaps_to_points -> NME -> AUC) end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from superfan import metrics
+from superfan.cli import main as cli_main
+from superfan.config import Config
+from superfan.evaluate import (
+    Method,
+    evaluate_models,
+    standard_methods,
+    upsample_bilinear,
+    validation_metrics,
+)
+from superfan.faces import points_to_heatmaps, pose_bin
+
+YAWS = [5.0, -12.0, 30.0, 45.0, -59.0, 60.0, 88.0, float("nan"), 20.0, -75.0, 35.0, 0.0]
+
+
+def _faces(n: int = 12, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Smooth random 'faces' (distinct low-frequency images) with 68 landmarks inside a ~40x50 box."""
+    g = torch.Generator().manual_seed(seed)
+    hr = F.interpolate(torch.rand(n, 3, 6, 6, generator=g), size=64, mode="bicubic", align_corners=False)
+    hr = hr.clamp(0, 1)
+    centre = torch.tensor([31.5, 31.5])
+    pts = centre + (torch.rand(n, 68, 2, generator=g) - 0.5) * torch.tensor([40.0, 50.0])
+    lr = F.interpolate(hr, size=16, mode="area")
+    return {"hr": hr, "lr": lr, "landmarks": pts}
+
+
+def _batches(faces: dict[str, torch.Tensor], bs: int = 4, no_landmarks: tuple[int, ...] = (3,)) -> list[dict]:
+    """Contract batches; faces listed in ``no_landmarks`` have NaN landmarks, zero heatmaps, no flag."""
+    n = len(faces["hr"])
+    lm = faces["landmarks"].clone()
+    has = torch.ones(n, dtype=torch.bool)
+    for i in no_landmarks:
+        lm[i] = float("nan")
+        has[i] = False
+    yaw = torch.tensor([YAWS[i % len(YAWS)] for i in range(n)])
+    out = []
+    for s in range(0, n, bs):
+        sl = slice(s, s + bs)
+        out.append(
+            {
+                "hr": faces["hr"][sl],
+                "lr": faces["lr"][sl],
+                "landmarks": lm[sl],
+                "heatmaps": points_to_heatmaps(lm[sl], 64, 32),
+                "has_landmarks": has[sl],
+                "yaw": yaw[sl],
+                "pose_source": ["estimated"] * len(lm[sl]),
+                "key": [f"test/{i}" for i in range(s, min(s + bs, n))],
+            }
+        )
+    return out
+
+
+class OracleFAN(nn.Module):
+    """Returns GT heatmaps of the known face nearest (at 16x16) to each input image; 2 stacks like FAN."""
+
+    def __init__(self, faces: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.register_buffer("bank", F.interpolate(faces["hr"], size=16, mode="area").flatten(1))
+        self.register_buffer("heat", points_to_heatmaps(faces["landmarks"], 64, 32))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        q = F.interpolate(x.clamp(0, 1), size=16, mode="area").flatten(1)
+        idx = torch.cdist(q, self.bank).argmin(dim=1)
+        hm = self.heat[idx]
+        return [hm * 0.5, hm]
+
+
+class TinyFAN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 68, 3, stride=2, padding=1)
+        self.bn = nn.BatchNorm2d(68)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h = self.bn(self.conv(x))
+        return [h, h + 1]
+
+
+class TinyGenerator(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(lr, scale_factor=4, mode="nearest")
+        return up + 0.1 * self.bn(self.conv(up))
+
+
+@pytest.fixture(scope="module")
+def faces() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return _faces()
+
+
+def test_oracle_fan_gives_perfect_auc_through_the_whole_landmark_path(faces: dict) -> None:
+    cfg = Config()
+    oracle = OracleFAN(faces)
+    out = validation_metrics(None, oracle, _batches(faces), cfg)  # FAN-bilinear with a perfect FAN
+    assert out["val_nme"] < 0.003  # heatmap round trip < 0.1 px on a ~45 px box
+    assert out["val_auc"] > 0.97
+    for k in ("val_auc_balanced", "val_auc_0_30", "val_auc_30_60", "val_auc_60_90"):
+        assert out[k] > 0.97, k
+    # 12 faces, one without landmarks; yaw NaN for face 7 -> in no bin
+    assert out["val_faces"] == 12 and out["val_faces_landmarks"] == 11
+    assert out["val_faces_unknown_yaw"] == 1
+    assert out["val_faces_0_30"] + out["val_faces_30_60"] + out["val_faces_60_90"] == 10
+    # PSNR/SSIM count every face, including the one without landmarks
+    up = upsample_bilinear(faces["lr"]).clamp(0, 1)
+    assert out["val_psnr"] == pytest.approx(metrics.psnr(up, faces["hr"]).mean().item(), abs=1e-6)
+    assert out["val_ssim"] == pytest.approx(metrics.ssim(up, faces["hr"]).mean().item(), abs=1e-6)
+
+
+def test_a_wrong_fan_scores_low(faces: dict) -> None:
+    """Guards against an AUC that is high by construction: the same oracle on shuffled faces fails."""
+    shuffled = {k: v.roll(1, dims=0) for k, v in faces.items()}
+    shuffled["hr"], shuffled["lr"] = faces["hr"], faces["lr"]  # images right, landmarks of another face
+    out = validation_metrics(None, OracleFAN(shuffled), _batches(faces), Config())
+    assert out["val_auc_balanced"] < 0.5
+    assert out["val_nme"] > 0.05
+
+
+def test_validation_metrics_modes_keys_and_caps(faces: dict) -> None:
+    cfg = Config()
+    gen, fan = TinyGenerator().train(), TinyFAN().eval()
+    teacher = TinyFAN().train()
+    out = validation_metrics(gen, fan, _batches(faces), cfg, teacher=teacher, max_batches=2)
+    assert gen.training and not fan.training and teacher.training  # each restored to its own mode
+    required = {"val_auc_balanced", "val_auc_0_30", "val_auc_30_60", "val_auc_60_90", "val_nme", "val_psnr"}
+    assert required | {"val_ssim", "val_faces"} <= set(out)
+    assert out["val_faces"] == 8  # two batches of 4
+    assert "val_teacher_auc_balanced" in out and "val_teacher_nme" in out  # fan differs from teacher
+    for v in out.values():
+        assert isinstance(v, float | int)
+    # an untouched copy of the teacher (before end-to-end) is not evaluated twice
+    twin = TinyFAN()
+    twin.load_state_dict(teacher.state_dict())
+    out2 = validation_metrics(gen, twin, _batches(faces), cfg, teacher=teacher)
+    assert "val_teacher_auc_balanced" not in out2 and out2["val_faces"] == 12
+    # no FAN given: the teacher localises; cfg.data.val_samples caps the faces (mid-batch)
+    capped = cfg.model_copy(update={"data": cfg.data.model_copy(update={"val_samples": 6})})
+    out3 = validation_metrics(gen, None, _batches(faces), capped, teacher=teacher)
+    assert out3["val_faces"] == 6
+
+
+def test_validation_with_no_landmarks_at_all_gives_nan_auc(faces: dict) -> None:
+    out = validation_metrics(None, TinyFAN(), _batches(faces, no_landmarks=tuple(range(12))), Config())
+    assert out["val_faces"] == 12 and out["val_faces_landmarks"] == 0
+    assert math.isnan(out["val_auc_balanced"]) and math.isnan(out["val_nme"])
+    assert math.isfinite(out["val_psnr"])
+
+
+def test_evaluate_models_writes_tables_json_and_figures(faces: dict, tmp_path: Path) -> None:
+    cfg = Config()
+    oracle = OracleFAN(faces)
+    gen = TinyGenerator()
+    methods = standard_methods(oracle, [("pixel", gen, None), ("end2end", TinyGenerator(), TinyFAN())])
+    names = [m.name for m in methods]
+    assert names == ["FAN-bilinear", "FAN-pixel", "FAN-end2end", "Super-FAN-end2end", "FAN-HR"]
+    res = evaluate_models(methods, _batches(faces), cfg, tmp_path, samples=4, meta={"note": "test"})
+
+    for f in (
+        "results.json",
+        "table1.md",
+        "table2.md",
+        "ced.png",
+        "samples.png",
+        "samples.npz",
+        "per_face.npz",
+    ):
+        assert (tmp_path / f).is_file(), f
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["table2"] == res["table2"] and on_disk["meta"] == {"note": "test"}
+
+    rows = {r["method"]: r for r in res["table2"]}
+    assert set(rows) == set(names)
+    assert rows["FAN-HR"]["auc"]["balanced"] > 0.97  # the upper bound row exists and the oracle is perfect
+    assert rows["FAN-bilinear"]["auc"]["balanced"] > 0.97
+    assert rows["Super-FAN-end2end"]["auc"]["balanced"] < 0.5  # a random FAN
+    assert set(rows["FAN-HR"]["auc"]) == {"0_30", "30_60", "60_90", "balanced", "all"}
+    assert [r["method"] for r in res["table1"]] == ["bilinear", "pixel", "end2end"]  # no HR row
+    bil = res["table1"][0]
+    up = upsample_bilinear(faces["lr"]).clamp(0, 1)
+    assert bil["psnr"]["all"] == pytest.approx(metrics.psnr(up, faces["hr"]).mean().item(), abs=1e-6)
+    assert res["faces"]["all"] == 12 and res["faces"]["with_landmarks"]["all"] == 11
+    assert res["faces"]["unknown_yaw"] == 1 and res["pose_sources"] == {"estimated": 12}
+    assert len(res["ced"]["curves"]["FAN-HR"]) == len(res["ced"]["thresholds"])
+    assert res["ced"]["curves"]["FAN-HR"][-1] == pytest.approx(1.0)
+
+    t2 = (tmp_path / "table2.md").read_text()
+    assert "| FAN-HR |" in t2 and "[0,30)" in t2 and "[60,90]" in t2 and "balanced" in t2 and "%" in t2
+    assert "| bilinear upsample (baseline) |" in (tmp_path / "table1.md").read_text()
+
+    grid = Image.open(tmp_path / "samples.png")
+    # columns: LR | FAN-bilinear | FAN-pixel | FAN-end2end | Super-FAN-end2end | FAN-HR; 4 faces, 128 px tiles
+    assert grid.size == (6 * 128, 14 + 4 * 128)
+    with np.load(tmp_path / "samples.npz") as s:
+        assert s["images"].shape == (4, 5, 3, 64, 64) and s["points"].shape == (4, 5, 68, 2)
+        # round-robin over bins: the first three samples cover the three bins
+        assert sorted(pose_bin(s["yaw"][:3]).tolist()) == [0, 1, 2]
+    with np.load(tmp_path / "per_face.npz") as pf:
+        assert np.isnan(pf["nme/FAN-HR"][3]) and pf["psnr/bilinear"].shape == (12,)
+    assert Image.open(tmp_path / "ced.png").size[0] > 300
+
+
+def test_evaluate_models_max_faces_and_empty_bin(faces: dict, tmp_path: Path) -> None:
+    oracle = OracleFAN(faces)
+    res = evaluate_models(
+        standard_methods(oracle), _batches(faces), Config(), tmp_path, max_faces=3, samples=0
+    )
+    # faces 0..2: yaw 5, -12, 30 -> the 60-90 bin is empty: no value, "–" in the tables, not in balanced
+    assert res["faces"]["all"] == 3
+    row = {r["method"]: r for r in res["table2"]}["FAN-HR"]
+    assert row["auc"]["60_90"] is None and row["auc"]["balanced"] > 0.97
+    assert "–" in (tmp_path / "table2.md").read_text()
+    assert not (tmp_path / "samples.png").exists()
+
+
+def test_method_validation() -> None:
+    with pytest.raises(ValueError):
+        Method("FAN-x", TinyFAN(), None, "sr")
+    fan = TinyFAN()
+    with pytest.raises(ValueError):
+        evaluate_models([Method("a", fan, None, "hr"), Method("a", fan, None, "bilinear")], [], Config())
+
+
+def test_report_rerenders_from_json(faces: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = tmp_path / "eval"
+    evaluate_models(standard_methods(OracleFAN(faces)), _batches(faces), Config(), src, samples=2)
+    capsys.readouterr()
+    out = tmp_path / "again"
+    assert cli_main(["report", str(src / "results.json"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Table 1" in printed and "Table 2" in printed and "| FAN-HR |" in printed
+    for f in ("results.json", "table1.md", "table2.md", "ced.png", "samples.png", "samples.npz"):
+        assert (out / f).is_file(), f
+    assert (out / "table2.md").read_text() == (src / "table2.md").read_text()
+    # not an evaluation file: one-line user error, exit 2
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert cli_main(["report", str(bad)]) == 2
+    assert "not a superfan evaluation" in capsys.readouterr().err
