@@ -745,9 +745,10 @@ def evaluate_methods(
     generators were trained.
     """
     from superfan.config import from_dict
+
+    methods, meta = methods_from_checkpoints(teacher_ckpt, checkpoints, device)  # bad paths fail first
     from superfan.data.stream import make_loader
 
-    methods, meta = methods_from_checkpoints(teacher_ckpt, checkpoints, device)
     if cfg is None:
         saved = (meta["checkpoints"][0]["config"] if meta["checkpoints"] else None) or meta["teacher"][
             "config"

@@ -261,3 +261,71 @@ def test_report_rerenders_from_json(faces: dict, tmp_path: Path, capsys: pytest.
     bad.write_text("{}")
     assert cli_main(["report", str(bad)]) == 2
     assert "not a superfan evaluation" in capsys.readouterr().err
+
+
+def _tiny_cfg() -> Config:
+    from superfan.config import from_dict
+
+    return from_dict(
+        {
+            "model": {
+                "generator": {"layout": [1, 1, 1], "channels": 8},
+                "fan": {"stacks": 1, "features": 16, "hourglass_depth": 2},
+            }
+        }
+    )
+
+
+def test_methods_from_checkpoints_builds_the_paper_rows(faces: dict, tmp_path: Path) -> None:
+    models = pytest.importorskip("superfan.models")  # until the networks land
+    from superfan.checkpoint import save_checkpoint
+    from superfan.errors import UserError
+    from superfan.evaluate import methods_from_checkpoints
+
+    FAN, Generator = models.FAN, models.Generator  # noqa: N806
+
+    cfg = _tiny_cfg()
+    fan, gen = FAN.from_config(cfg.model.fan), Generator.from_config(cfg.model.generator)
+    common = {"config": cfg.to_dict(), "critic": None, "epoch": 1, "global_epoch": 1, "step": 1}
+    save_checkpoint(
+        tmp_path / "t",
+        {**common, "stage": "teacher", "stage_kind": "fan", "generator": None, "fan": fan.state_dict()},
+    )
+    for stage, kind in (("pixel", "pixel"), ("end2end", "end2end")):
+        save_checkpoint(
+            tmp_path / stage,
+            {
+                **common,
+                "stage": stage,
+                "stage_kind": kind,
+                "generator": gen.state_dict(),
+                "fan": fan.state_dict(),
+            },
+        )
+    methods, meta = methods_from_checkpoints(
+        str(tmp_path / "t"), [str(tmp_path / "pixel"), str(tmp_path / "end2end")]
+    )
+    assert [m.name for m in methods] == [
+        "FAN-bilinear",
+        "FAN-pixel",
+        "FAN-end2end",
+        "Super-FAN-end2end",
+        "FAN-HR",
+    ]
+    assert [c["label"] for c in meta["checkpoints"]] == ["pixel", "end2end"]
+    res = evaluate_models(methods, _batches(faces), cfg, None, samples=0)
+    assert len(res["table2"]) == 5 and len(res["table1"]) == 3
+    # the same stage twice gets a unique label; a FAN checkpoint is not a method; missing paths fail clearly
+    methods, _ = methods_from_checkpoints(str(tmp_path / "t"), [str(tmp_path / "pixel")] * 2)
+    assert [m.name for m in methods][1:3] == ["FAN-pixel", "FAN-pixel#2"]
+    with pytest.raises(UserError, match="holds no generator"):
+        methods_from_checkpoints(str(tmp_path / "t"), [str(tmp_path / "t")])
+    with pytest.raises(UserError, match="checkpoint.pt"):
+        methods_from_checkpoints(str(tmp_path / "missing"), [])
+
+
+def test_evaluate_cli_bad_teacher_path_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli_main(["evaluate", "--data", str(tmp_path / "x.tar"), "--fan", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope" in err
+    assert cli_main(["evaluate", "--data", "x", "--fan", "y", "--max-faces", "0"]) == 2
