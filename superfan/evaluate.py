@@ -200,7 +200,7 @@ def _run(
         out.yaw.append(yaw)
         out.has_landmarks.append(has.numpy())
         out.keys += list(batch.get("key") or [""] * len(hr))
-        out.pose_sources.update(str(s) for s in (batch.get("pose_source") or [None] * len(hr)))
+        out.pose_sources.update(str(s or "none") for s in (batch.get("pose_source") or [None] * len(hr)))
 
         raw: dict[str, torch.Tensor] = {}  # what a FAN sees (unclamped generator output)
         for name, meth in sources.items():
@@ -742,7 +742,8 @@ def evaluate_methods(
 
     ``cfg`` sets the data stream (batch size, LR degradation) and the bins/threshold; None uses the
     config saved in the first checkpoint (else the teacher's), so LR inputs are degraded the way the
-    generators were trained.
+    generators were trained. ``cfg.data.val_samples`` is ignored (every face is scored unless
+    ``max_faces``).
     """
     from superfan.config import from_dict
 
@@ -754,6 +755,9 @@ def evaluate_methods(
             "config"
         ]
         cfg = from_dict(saved, source="checkpoint config")
+    # The whole test set: the profile's validation cap (for fast in-training validation) does not apply here;
+    # --max-faces is the cap.
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"val_samples": None})})
     meta["data"] = list(data_urls)
     meta["config"] = cfg.to_dict()
     meta["max_faces"] = max_faces
