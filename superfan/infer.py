@@ -118,7 +118,7 @@ class Enhancer:
         """
         from superfan.checkpoint import load_checkpoint, models_from_checkpoint
 
-        dev = torch.device(device) if device is not None else default_device()
+        dev = resolve_device(device)
         src = str(path_or_url)
         manifest: dict[str, Any] | None = None
         local_dir = _local_champion_dir(src, cache_dir)
@@ -237,12 +237,17 @@ class Enhancer:
         float_output: bool = False,
         return_heatmaps: bool = False,
     ) -> EnhanceResult:
-        """Enhance the faces at ``boxes`` (x, y, w, h in photo pixels) of a full photo.
+        """Enhance the faces at ``boxes`` (x, y, w, h in photo pixels) of a full photo (array, PIL or path).
 
         Each face's window is the square that makes its box height 50/64 of it, centred on the box, cut
         at the photo's resolution (black beyond the photo's edges); ``landmarks`` come back in photo pixels.
         Bad boxes raise :class:`BoxError` naming the box; use :func:`check_box` to filter first.
         """
+        if isinstance(photo, str | os.PathLike):
+            from PIL import Image
+
+            with Image.open(photo) as im:
+                photo = np.asarray(im.convert("RGB"))
         img = _as_tensors([photo])[0]
         height, width = img.shape[-2:]
         lrs, mats = [], []
@@ -374,6 +379,19 @@ def window_to_lr(photo: torch.Tensor, window: np.ndarray) -> tuple[torch.Tensor,
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` -> CUDA when available, else CPU; a one-line error for names torch does not know or lacks."""
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"unknown device {device!r} (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} requested but CUDA is not available here")
+    return dev
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:

@@ -467,3 +467,15 @@ def test_bench_enhance_reports_faces_per_second(capsys: pytest.CaptureFixture[st
     assert all(r["enhance_faces_per_s"] > 0 and r["generator_faces_per_s"] > 0 for r in result["rows"])
     assert result["rows"][0]["enhance_vs_batch1"] == pytest.approx(1.0)
     assert "4.6 s" in result["paper_reference"]
+
+
+def test_bad_device_is_one_line_error(
+    checkpoint_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    img = tmp_path / "a.png"
+    Image.new("RGB", (20, 20)).save(img)
+    assert _cli(str(checkpoint_dir), str(img), "--device", "gpu", "-o", str(tmp_path / "o")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown device 'gpu'" in err

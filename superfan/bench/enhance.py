@@ -79,7 +79,7 @@ def _time(fn: Any, batch: int, device: torch.device, min_seconds: float) -> tupl
 
 def run(args: argparse.Namespace) -> int:
     from superfan.errors import UserError
-    from superfan.infer import default_device
+    from superfan.infer import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batches: expected comma-separated integers, got {args.batches!r}") from None
     if not batches or min(batches) < 1:
         raise UserError("--batches: batch sizes must be >= 1")
-    device = torch.device(args.device) if args.device else default_device()
+    device = resolve_device(args.device)
     enhancer = _enhancer(args, device)
     gen_params = sum(p.numel() for p in enhancer.generator.parameters())
     fan_params = sum(p.numel() for p in enhancer.fan.parameters())
