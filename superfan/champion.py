@@ -1,0 +1,385 @@
+"""Champions: promote the best checkpoint of a sweep, verify it, pull it (``superfan pull URL DIR``).
+
+A champion is ``<storage>/champions/<sweep name>/<version>/``: the checkpoint's files copied verbatim plus
+``manifest.json`` (metrics per pose bin, PSNR/SSIM, the full config, the trial id, the source checkpoint,
+sha256 and size of every file, created time, code version). ``<storage>/champions/<sweep name>/latest``
+(text: the version) is written only after the manifest, and the manifest only after every file, so a
+reader that follows ``latest`` never sees a half-copied champion, on local disk or S3.
+
+Promotion is a pure function over candidates ``(checkpoint URL, metrics, trial id)`` so the choice can be
+tested without Ray: the sweep driver turns every report that carried a checkpoint, in every trial, into a
+candidate. The best report wins, not the last report of the best trial: a trial that peaks at epoch 3 and
+degrades by epoch 6 is promoted at epoch 3.
+
+This module imports neither torch nor Ray, so ``superfan pull`` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from superfan import __version__, storage
+from superfan.errors import IntegrityError, StorageError, UserError
+
+FORMAT = "superfan-champion/1"
+MANIFEST = "manifest.json"
+LATEST = "latest"
+METRIC = "val_auc_balanced"
+
+#: Columns of the metrics table: (metrics key, header). Pose bins first, as Table 2 of the paper.
+TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("val_auc_0_30", "AUC [0,30)"),
+    ("val_auc_30_60", "AUC [30,60)"),
+    ("val_auc_60_90", "AUC [60,90]"),
+    ("val_auc_balanced", "AUC balanced"),
+    ("val_nme", "NME"),
+    ("val_psnr", "PSNR"),
+    ("val_ssim", "SSIM"),
+)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One report that carried a checkpoint: where the checkpoint is, what it scored, which trial."""
+
+    checkpoint: str
+    metrics: Mapping[str, Any]
+    trial_id: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Champion:
+    """A promoted checkpoint: its URL (the version directory) and its manifest."""
+
+    url: str
+    version: str
+    manifest: dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------------ selection
+
+
+def _score(metrics: Mapping[str, Any], metric: str) -> float | None:
+    value = metrics.get(metric)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def rank_candidates(
+    candidates: Iterable[Candidate], metric: str = METRIC, mode: str = "max"
+) -> list[Candidate]:
+    """Valid candidates (a checkpoint and a finite ``metric``), best first.
+
+    Ties keep the order given (the driver passes trials in order and reports by epoch), so among equal
+    scores the earliest report wins: the same quality for less training is the better-generalising pick.
+    """
+    if mode not in {"max", "min"}:
+        raise UserError(f"mode must be 'max' or 'min', got {mode!r}")
+    valid = [c for c in candidates if c.checkpoint and _score(c.metrics, metric) is not None]
+    sign = -1.0 if mode == "max" else 1.0
+    return sorted(valid, key=lambda c: sign * _score(c.metrics, metric))  # type: ignore[operator]
+
+
+def select_best(candidates: Iterable[Candidate], metric: str = METRIC, mode: str = "max") -> Candidate | None:
+    """The best report across all trials and all their reports, or ``None`` when none is valid."""
+    ranked = rank_candidates(candidates, metric, mode)
+    return ranked[0] if ranked else None
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def code_version() -> str:
+    """``superfan.__version__`` plus the git commit when running from a checkout (best effort)."""
+    version = __version__
+    root = Path(__file__).resolve().parents[1]
+    if (root / ".git").exists():
+        try:
+            sha = subprocess.run(
+                ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            sha = ""
+        if sha:
+            version = f"{version}+g{sha}"
+    return version
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _sha256_file(path: str | os.PathLike[str]) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-safe copy (numpy scalars and other ``.item()`` types become Python numbers)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, str | int | float | bool) or obj is None:
+        return obj
+    if hasattr(obj, "item"):
+        return _plain(obj.item())
+    return str(obj)
+
+
+def _versions(root: str) -> list[str]:
+    names = {p.split("/", 1)[0] for p in storage.list_files(root) if "/" in p}
+    return sorted(n for n in names if n.startswith("v") and n[1:].isdigit())
+
+
+def _checkpoint_config(checkpoint: str) -> dict[str, Any] | None:
+    """The full resolved config stored beside the weights (``config.yaml``), when present."""
+    import yaml
+
+    url = storage.join(checkpoint, "config.yaml")
+    if not storage.exists(url):
+        return None
+    data = yaml.safe_load(storage.read_text(url))
+    return data if isinstance(data, dict) else None
+
+
+# ---------------------------------------------------------------------------------------------- promote
+
+
+def promote(
+    candidates: Sequence[Candidate],
+    storage_root: str,
+    name: str,
+    *,
+    metric: str = METRIC,
+    mode: str = "max",
+    extra: Mapping[str, Any] | None = None,
+) -> Champion | None:
+    """Copy the best candidate's checkpoint to ``<storage_root>/champions/<name>/<version>/``.
+
+    Candidates whose checkpoint has gone (a Train run keeps only its best few) are skipped for the next
+    best. Returns ``None`` when no candidate has a checkpoint and a finite metric. Promoting the same
+    source checkpoint twice (a resumed sweep that found nothing better) returns the existing champion.
+    Order of writes: every file, then ``manifest.json``, then ``latest``.
+    """
+    root = storage.join(storage_root, "champions", name)
+    for cand in rank_candidates(candidates, metric, mode):
+        files = [f for f in storage.list_files(cand.checkpoint) if f != MANIFEST]
+        if "checkpoint.pt" not in files:
+            continue
+        current = _current(root)
+        if current is not None and current.manifest.get("source") == cand.checkpoint:
+            return current
+        versions = _versions(root)
+        version = f"v{int(versions[-1][1:]) + 1 if versions else 1:04d}"
+        dest = storage.join(root, version)
+        entries = []
+        with tempfile.TemporaryDirectory(prefix="superfan-promote-") as tmp:
+            for rel in files:
+                local = Path(tmp, "f")
+                storage.download_file(storage.join(cand.checkpoint, rel), local)
+                digest, size = _sha256_file(local)
+                storage.upload_file(local, storage.join(dest, rel))
+                entries.append({"path": rel, "sha256": digest, "bytes": size})
+                local.unlink()
+        manifest = {
+            "format": FORMAT,
+            "name": name,
+            "version": version,
+            "created": _now(),
+            "code_version": code_version(),
+            "trial_id": cand.trial_id,
+            "source": cand.checkpoint,
+            "metric": metric,
+            "mode": mode,
+            "metrics": _plain(dict(cand.metrics)),
+            "params": _plain(dict(cand.params)),
+            "config": _checkpoint_config(cand.checkpoint),
+            "files": entries,
+            **_plain(dict(extra or {})),
+        }
+        storage.write_text(storage.join(dest, MANIFEST), json.dumps(manifest, indent=2, sort_keys=False))
+        storage.write_text(storage.join(root, LATEST), version + "\n")
+        return Champion(url=dest, version=version, manifest=manifest)
+    return None
+
+
+def _current(root: str) -> Champion | None:
+    latest = storage.join(root, LATEST)
+    if not storage.exists(latest):
+        return None
+    version = storage.read_text(latest).strip()
+    url = storage.join(root, version)
+    try:
+        manifest = json.loads(storage.read_text(storage.join(url, MANIFEST)))
+    except (StorageError, ValueError):
+        return None
+    return Champion(url=url, version=version, manifest=manifest)
+
+
+# --------------------------------------------------------------------------------------- verify / pull
+
+
+def _read_manifest(url: str) -> dict[str, Any]:
+    murl = storage.join(url, MANIFEST)
+    try:
+        manifest = json.loads(storage.read_text(murl))
+    except StorageError:
+        raise IntegrityError(f"{url}: incomplete champion: no {MANIFEST}") from None
+    except ValueError as err:
+        raise IntegrityError(f"{murl}: not valid JSON ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "files" not in manifest:
+        raise IntegrityError(f"{murl}: not a superfan champion manifest (expected format {FORMAT!r})")
+    return manifest
+
+
+def verify_champion(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Check every file listed in the manifest (presence, size, sha256); returns the manifest.
+
+    Raises :class:`IntegrityError` with one line naming the first missing or changed file.
+    """
+    url = str(directory)
+    manifest = _read_manifest(url)
+    for entry in manifest["files"]:
+        rel = entry["path"]
+        furl = storage.join(url, rel)
+        if storage.is_s3(url):
+            if not storage.exists(furl):
+                raise IntegrityError(f"{url}: incomplete champion: {rel} is missing")
+            data = storage.read_bytes(furl)
+            digest, size = hashlib.sha256(data).hexdigest(), len(data)
+        else:
+            if not Path(furl).is_file():
+                raise IntegrityError(f"{url}: incomplete champion: {rel} is missing")
+            digest, size = _sha256_file(furl)
+        if size != entry["bytes"] or digest != entry["sha256"]:
+            raise IntegrityError(
+                f"{url}: {rel} does not match the manifest (sha256 {digest[:12]}..., expected "
+                f"{entry['sha256'][:12]}...): tampered or corrupt, refusing it"
+            )
+    return manifest
+
+
+def resolve(url: str) -> str:
+    """A champion version directory from a version URL or a ``champions/<name>`` URL (via ``latest``)."""
+    url = url.rstrip("/")
+    if storage.exists(storage.join(url, MANIFEST)):
+        return url
+    latest = storage.join(url, LATEST)
+    if storage.exists(latest):
+        version = storage.read_text(latest).strip()
+        if not version:
+            raise IntegrityError(f"{latest}: empty pointer")
+        return storage.join(url, version)
+    raise StorageError(f"{url}: no champion there (neither {MANIFEST} nor a '{LATEST}' pointer)")
+
+
+def pull(url: str, directory: str | os.PathLike[str], *, quiet: bool = False) -> dict[str, Any]:
+    """Download a champion into ``directory``, verify every sha256, then move it into place.
+
+    The download lands in a temporary sibling directory and is renamed only after verification, so
+    ``directory`` is either the previous content or a complete, verified champion. A ``directory`` that
+    exists must be empty or hold an earlier champion (it is replaced).
+    """
+    src = resolve(url)
+    manifest = _read_manifest(src)
+    dest = Path(directory).expanduser().absolute()
+    if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not (dest / MANIFEST).exists())):
+        raise UserError(f"{dest}: exists and is not a champion directory; choose an empty or new directory")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pull-", dir=dest.parent))
+    try:
+        for entry in manifest["files"]:
+            rel = entry["path"]
+            if Path(rel).is_absolute() or ".." in Path(rel).parts:
+                raise IntegrityError(f"{src}: manifest lists an unsafe path {rel!r}")
+            try:
+                storage.download_file(storage.join(src, rel), tmp / rel)
+            except StorageError:
+                raise IntegrityError(f"{src}: incomplete champion: {rel} is missing") from None
+        storage.download_file(storage.join(src, MANIFEST), tmp / MANIFEST)
+        verify_champion(tmp)
+        old = None
+        if dest.exists():
+            old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+            dest.rename(old)
+        tmp.rename(dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    if not quiet:
+        print(f"champion {manifest.get('name')}/{manifest.get('version')} (trial {manifest.get('trial_id')}) "
+              f"verified: {len(manifest['files'])} files -> {dest}")  # fmt: skip
+        print(metrics_table([manifest.get("metrics") or {}]))
+    return manifest
+
+
+# ------------------------------------------------------------------------------------------------ table
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "-" if value is None else str(value)
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
+    return str(value)
+
+
+def metrics_table(rows: Sequence[Mapping[str, Any]], first: Sequence[tuple[str, str]] = ()) -> str:
+    """A plain aligned text table: ``first`` columns (e.g. trial, params) then the metric columns."""
+    columns = list(first) + list(TABLE_COLUMNS)
+    cells = [[header for _, header in columns]]
+    cells += [[_fmt(row.get(key)) for key, _ in columns] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = []
+    for r in cells:
+        parts = [
+            c.ljust(w) if j < len(first) else c.rjust(w)
+            for j, (c, w) in enumerate(zip(r, widths, strict=True))
+        ]
+        lines.append("  ".join(parts))
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "url", help="champion URL: <storage>/champions/<sweep> (follows 'latest') or a version"
+    )
+    parser.add_argument("dir", help="local directory to place the verified champion in")
+    parser.add_argument("--quiet", action="store_true", help="do not print the metrics table")
+
+
+def run(args: argparse.Namespace) -> int:
+    pull(args.url, args.dir, quiet=args.quiet)
+    return 0

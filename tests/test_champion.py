@@ -1,0 +1,183 @@
+"""Promotion and pull on constructed checkpoints: the best report (not the last) wins, the manifest's
+sha256s match, ``latest`` moves only after the copy, and pull refuses changed or missing bytes.
+
+Fast: no Ray, no torch; the checkpoint directories hold arbitrary bytes (promotion copies files verbatim).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from superfan import champion, storage
+from superfan.champion import Candidate, promote, pull, select_best, verify_champion
+from superfan.errors import IntegrityError, UserError
+
+
+def _checkpoint(root: Path, name: str, payload: bytes) -> str:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "checkpoint.pt").write_bytes(payload)
+    (d / "config.yaml").write_text(f"profile: tiny\nnote: {name}\n")
+    (d / "metrics.json").write_text(json.dumps({"name": name}))
+    return str(d)
+
+
+def _metrics(balanced: float, epoch: int) -> dict[str, float | int]:
+    return {
+        "val_auc_balanced": balanced,
+        "val_auc_0_30": balanced + 0.1,
+        "val_auc_30_60": balanced,
+        "val_auc_60_90": balanced - 0.1,
+        "val_psnr": 20.0 + epoch,
+        "val_ssim": 0.5,
+        "val_nme": 0.08,
+        "global_epoch": epoch,
+    }
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> list[Candidate]:
+    """Two trials; trial b peaks at epoch 2 and degrades by epoch 3, trial a ends best of its own."""
+    runs = tmp_path / "runs"
+    out = []
+    for trial, scores in (("a", [0.20, 0.30, 0.35]), ("b", [0.25, 0.50, 0.40])):
+        for epoch, score in enumerate(scores, start=1):
+            ckpt = _checkpoint(runs, f"{trial}-e{epoch}", f"{trial}{epoch}".encode() * 1000)
+            out.append(Candidate(ckpt, _metrics(score, epoch), trial, {"losses.pixel.weight": 1.0}))
+    return out
+
+
+def test_best_report_not_the_last_wins(history: list[Candidate]) -> None:
+    best = select_best(history)
+    assert best is not None and best.trial_id == "b" and best.metrics["global_epoch"] == 2
+    last_of_best_trial = [c for c in history if c.trial_id == "b"][-1]
+    assert best != last_of_best_trial
+    assert select_best(history, mode="min").metrics["val_auc_balanced"] == 0.20  # type: ignore[union-attr]
+
+
+def test_invalid_candidates_are_ignored(tmp_path: Path) -> None:
+    ckpt = _checkpoint(tmp_path, "c", b"x")
+    bad = [
+        Candidate("", _metrics(0.9, 1), "t"),  # no checkpoint
+        Candidate(ckpt, {"val_auc_balanced": float("nan")}, "t"),
+        Candidate(ckpt, {"val_psnr": 30.0}, "t"),
+    ]
+    assert select_best(bad) is None
+    assert promote(bad, str(tmp_path / "store"), "sweep") is None
+    assert not (tmp_path / "store" / "champions" / "sweep" / "latest").exists()
+
+
+def test_promote_writes_files_manifest_then_latest(history: list[Candidate], tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    champ = promote(history, str(store), "loss-weights", extra={"sweep": {"samples": 2}})
+    assert champ is not None and champ.version == "v0001"
+    root = store / "champions" / "loss-weights"
+    assert (root / "latest").read_text().strip() == "v0001"
+    manifest = json.loads((root / "v0001" / "manifest.json").read_text())
+    assert manifest["trial_id"] == "b" and manifest["metrics"]["global_epoch"] == 2
+    assert manifest["source"] == history[4].checkpoint
+    assert manifest["config"] == {"profile": "tiny", "note": "b-e2"}
+    assert manifest["sweep"] == {"samples": 2} and manifest["code_version"].startswith(champion.__version__)
+    assert {f["path"] for f in manifest["files"]} == {"checkpoint.pt", "config.yaml", "metrics.json"}
+    for entry in manifest["files"]:
+        data = (root / "v0001" / entry["path"]).read_bytes()
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["bytes"] == len(data)
+    assert verify_champion(root / "v0001")["version"] == "v0001"
+    # The same best again (a resumed sweep that found nothing better) is not copied twice.
+    assert promote(history, str(store), "loss-weights").version == "v0001"  # type: ignore[union-attr]
+    # A better checkpoint becomes v0002 and moves latest.
+    better = _checkpoint(tmp_path / "runs", "c-e1", b"c" * 10)
+    champ2 = promote([*history, Candidate(better, _metrics(0.9, 1), "c")], str(store), "loss-weights")
+    assert champ2 is not None and champ2.version == "v0002"
+    assert (root / "latest").read_text().strip() == "v0002"
+
+
+def test_latest_is_written_only_after_the_copy(history: list[Candidate], tmp_path: Path) -> None:
+    """Record the order of storage writes: every file, then the manifest, then ``latest``."""
+    order: list[str] = []
+    original_upload, original_write = storage.upload_file, storage.write_bytes
+
+    def upload(local: str, url: str) -> None:
+        order.append(Path(url).name)
+        original_upload(local, url)
+
+    def write(url: str, data: bytes) -> None:
+        order.append(Path(url).name)
+        original_write(url, data)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(storage, "upload_file", upload)
+    mp.setattr(storage, "write_bytes", write)
+    try:
+        promote(history, str(tmp_path / "store"), "s")
+    finally:
+        mp.undo()
+    assert order[-2:] == ["manifest.json", "latest"]
+    assert set(order[:-2]) == {"checkpoint.pt", "config.yaml", "metrics.json"}
+
+
+def test_skips_a_best_whose_checkpoint_was_deleted(history: list[Candidate], tmp_path: Path) -> None:
+    for f in Path(history[4].checkpoint).iterdir():
+        f.unlink()
+    champ = promote(history, str(tmp_path / "store"), "s")
+    assert champ is not None and champ.manifest["source"] == history[5].checkpoint  # b epoch 3: 0.40
+
+
+def test_pull_verifies_and_prints(
+    history: list[Candidate], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    promote(history, str(tmp_path / "store"), "s")
+    dest = tmp_path / "pulled"
+    manifest = pull(str(tmp_path / "store" / "champions" / "s"), dest)
+    assert manifest["version"] == "v0001" and (dest / "checkpoint.pt").read_bytes() == b"b2" * 1000
+    out = capsys.readouterr().out
+    assert "AUC [0,30)" in out and "0.6000" in out and "PSNR" in out
+    # Pulling again replaces the earlier champion; a non-champion directory is refused.
+    pull(str(tmp_path / "store" / "champions" / "s" / "v0001"), dest, quiet=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not a champion directory"):
+        pull(str(tmp_path / "store" / "champions" / "s"), other)
+
+
+def test_pull_rejects_a_changed_byte(history: list[Candidate], tmp_path: Path) -> None:
+    promote(history, str(tmp_path / "store"), "s")
+    pt = tmp_path / "store" / "champions" / "s" / "v0001" / "checkpoint.pt"
+    data = bytearray(pt.read_bytes())
+    data[100] ^= 0x01
+    pt.write_bytes(bytes(data))
+    dest = tmp_path / "pulled"
+    with pytest.raises(IntegrityError, match=r"checkpoint.pt does not match the manifest"):
+        pull(str(tmp_path / "store" / "champions" / "s"), dest)
+    assert not dest.exists(), "a refused champion must not be left in place"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pulled")], "temp dir left behind"
+
+
+def test_pull_rejects_a_missing_file(history: list[Candidate], tmp_path: Path) -> None:
+    promote(history, str(tmp_path / "store"), "s")
+    (tmp_path / "store" / "champions" / "s" / "v0001" / "config.yaml").unlink()
+    with pytest.raises(IntegrityError, match="incomplete champion: config.yaml is missing"):
+        pull(str(tmp_path / "store" / "champions" / "s"), tmp_path / "pulled")
+    (tmp_path / "store" / "champions" / "s" / "v0001" / "manifest.json").unlink()
+    with pytest.raises(UserError, match="no champion there"):
+        pull(str(tmp_path / "store" / "champions" / "s" / "v0001"), tmp_path / "pulled")
+
+
+def test_pull_cli_one_line_error(history: list[Candidate], tmp_path: Path) -> None:
+    promote(history, str(tmp_path / "store"), "s")
+    (tmp_path / "store" / "champions" / "s" / "v0001" / "metrics.json").write_text("{}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "superfan.cli", "pull", str(tmp_path / "store" / "champions" / "s"),
+         str(tmp_path / "pulled")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "metrics.json does not match the manifest" in lines[0]
