@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -426,32 +425,20 @@ def _as_tensors(images: Sequence[ImageLike] | torch.Tensor) -> list[torch.Tensor
 
 
 def _local_champion_dir(src: str, cache_dir: str | os.PathLike[str] | None) -> Path | None:
-    """The local directory of a champion (a remote one is pulled first); None for plain checkpoints."""
-    if not storage.is_s3(src):
-        p = Path(src)
-        if p.is_dir() and (p / "manifest.json").is_file():
-            return p
-        if p.is_dir() and (p / "latest").is_file():
-            version = (p / "latest").read_text().strip()
-            if (p / version / "manifest.json").is_file():
-                return p / version
-        return None
-    remote = src.rstrip("/")
-    markers = (storage.join(remote, "manifest.json"), storage.join(remote, "latest"))
+    """The local directory of a champion (a remote one is pulled first); None for plain checkpoints.
+
+    A champion is recognised by its ``manifest.json`` (a version directory) or a ``latest`` pointer (a
+    sweep's ``champions/<name>`` root), the same way ``superfan pull`` resolves it.
+    """
+    markers = (storage.join(src, "manifest.json"), storage.join(src, "latest"))
     if not any(storage.exists(m) for m in markers):
         return None
-    from superfan.champion import pull
+    from superfan.champion import pull, resolve
 
+    if not storage.is_s3(src):
+        return Path(resolve(src))
     root = Path(cache_dir or Path.home() / ".cache" / "superfan" / "champions")
-    dest = root / hashlib.sha256(remote.encode()).hexdigest()[:16]
-    dest.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = pull(remote, str(dest))
-    for candidate in (Path(str(result)) if isinstance(result, str | os.PathLike) else None, dest):
-        if candidate is not None and (candidate / "manifest.json").is_file():
-            return candidate
-    found = sorted(dest.rglob("manifest.json"))
-    if not found:
-        raise UserError(f"{src}: pulled, but no manifest.json arrived in {dest}")
-    return found[0].parent
+    dest = root / hashlib.sha256(src.rstrip("/").encode()).hexdigest()[:16]
+    root.mkdir(parents=True, exist_ok=True)
+    pull(src, dest, quiet=True)  # downloads, verifies every sha256, then moves into place
+    return dest

@@ -438,8 +438,42 @@ def test_teacher_fallback_and_fan_only_checkpoint(tiny_models: tuple[Any, Any, A
     assert res.landmarks.shape == (1, 68, 2)
 
 
+def test_champion_is_verified_before_use(
+    checkpoint_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A promoted champion loads by its version or its sweep root (``latest``); a tampered one is refused."""
+    from PIL import Image
+
+    from superfan.champion import Candidate, promote
+    from superfan.errors import IntegrityError
+    from superfan.infer import Enhancer
+
+    champ = promote(
+        [Candidate(str(checkpoint_dir), {"val_auc_balanced": 0.5}, "trial_0")], str(tmp_path), "lw"
+    )
+    assert champ is not None
+    by_root = Enhancer.from_checkpoint(tmp_path / "champions" / "lw", device="cpu")
+    assert by_root.manifest is not None and by_root.manifest["version"] == champ.version
+    img = tmp_path / "face.png"
+    Image.new("RGB", (24, 24), (120, 90, 70)).save(img)
+    assert _cli(champ.url, str(img), "-o", str(tmp_path / "ok"), "--no-progress") == 0
+
+    pt = Path(champ.url) / "checkpoint.pt"
+    data = bytearray(pt.read_bytes())
+    data[-20] ^= 0xFF
+    pt.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="checkpoint.pt does not match the manifest"):
+        Enhancer.from_checkpoint(champ.url)
+    capsys.readouterr()
+    assert _cli(champ.url, str(img), "-o", str(tmp_path / "bad"), "--no-progress") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "tampered" in err
+
+
 @pytest.mark.slow
-def test_checkpoint_from_s3(tiny_models: tuple[Any, Any, Any], s3_env: dict[str, str], enhancer: Any) -> None:
+def test_checkpoint_and_champion_from_s3(
+    tiny_models: tuple[Any, Any, Any], s3_env: dict[str, str], enhancer: Any, tmp_path: Path
+) -> None:
     from superfan.checkpoint import save_checkpoint
     from superfan.infer import Enhancer
 
@@ -449,6 +483,15 @@ def test_checkpoint_from_s3(tiny_models: tuple[Any, Any, Any], s3_env: dict[str,
     remote = Enhancer.from_checkpoint(url, device="cpu")
     crops = torch.rand(3, 3, 20, 20)
     np.testing.assert_allclose(remote.enhance(crops).landmarks, enhancer.enhance(crops).landmarks)
+
+    # A remote champion is pulled (verified) into the cache, by its sweep root.
+    from superfan.champion import Candidate, promote
+
+    promote([Candidate(url, {"val_auc_balanced": 0.4}, "t1")], "s3://superfan/tests/enhance/sweep", "lw")
+    champ = Enhancer.from_checkpoint("s3://superfan/tests/enhance/sweep/champions/lw", cache_dir=tmp_path)
+    assert champ.manifest is not None and champ.manifest["trial_id"] == "t1"
+    assert any(tmp_path.rglob("manifest.json"))
+    np.testing.assert_allclose(champ.enhance(crops).landmarks, enhancer.enhance(crops).landmarks)
 
 
 def test_bench_enhance_reports_faces_per_second(capsys: pytest.CaptureFixture[str]) -> None:
