@@ -189,7 +189,10 @@ def promote(
     """
     root = storage.join(storage_root, "champions", name)
     for cand in rank_candidates(candidates, metric, mode):
-        files = [f for f in storage.list_files(cand.checkpoint) if f != MANIFEST]
+        # Skip S3 "directory" marker objects (pyarrow writes ``prefix/``; they list as "" or "sub/").
+        files = [
+            f for f in storage.list_files(cand.checkpoint) if f and not f.endswith("/") and f != MANIFEST
+        ]
         if "checkpoint.pt" not in files:
             continue
         current = _current(root)

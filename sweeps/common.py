@@ -550,6 +550,11 @@ def _trainable(sweep: Sweep, teacher: str) -> Any:
     return tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"CPU": 0, "memory": memory})
 
 
+def trial_dirname(trial: Any) -> str:
+    """``trial_<id>``: Tune's default puts every parameter in the name, too long for S3 keys and eyes."""
+    return f"trial_{trial.trial_id}"
+
+
 def _total_epochs(sweep: Sweep) -> int:
     by_name = {s["name"]: s["epochs"] for s in sweep.config["stages"]}
     return sum(int(by_name[n]) for n in sweep.stages)
@@ -603,6 +608,7 @@ def build_tuner(sweep: Sweep, teacher: str) -> Any:
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=limit),
             scheduler=scheduler,
             num_samples=s.samples,
+            trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=sweep.name,
