@@ -224,18 +224,18 @@ Local cluster is up. Next:
   source ${ENV_FILE}
 
   # 1. pack faces into shards on the local S3
-  ${BIN}python -m shards pack synthetic 2000 s3://${BUCKET}/shards/synthetic --split train
-  ${BIN}python -m shards pack synthetic 256 s3://${BUCKET}/shards/synthetic --split val
+  ${BIN}python -m shards pack synthetic 2000 s3://${BUCKET}/shards/train --split train
+  ${BIN}python -m shards pack synthetic 256 s3://${BUCKET}/shards/val --split val
 
   # 2. run the sweep on the Ray cluster (the same command runs on AWS or KubeRay)
   ${BIN}ray job submit --working-dir . -- python sweeps/loss_weights.py --config sweeps/configs/tiny.yaml \\
-      --storage s3://${BUCKET}/sweeps --data s3://${BUCKET}/shards/synthetic
+      --storage s3://${BUCKET}/sweeps --data s3://${BUCKET}/shards/train --val s3://${BUCKET}/shards/val
 
   # 3. watch it
   open http://127.0.0.1:${DASHBOARD_PORT}        (xdg-open on Linux)
 
   # 4. fetch the promoted champion and use it
-  ${BIN}superfan pull s3://${BUCKET}/sweeps/champions/loss_weights ./champion
+  ${BIN}superfan pull s3://${BUCKET}/sweeps/champions/loss-weights-tiny ./champion
   ${BIN}superfan enhance ./champion photo.jpg --boxes boxes.json -o enhanced/
 
   cluster/local.sh down    # when done
