@@ -366,10 +366,12 @@ def plan(kind: str, args: argparse.Namespace) -> Sweep:
     base = trial_config(cfg.to_dict(), fixed).to_dict() if fixed else cfg.to_dict()
     specs, _ = resolve_space(section, base, args.config)
     name = args.name or f"{kind.replace('_', '-')}-{cfg.profile}"
+    # Ray's workers do not share the driver's working directory: local storage must be absolute.
+    root = args.storage if storage.is_s3(args.storage) else str(Path(args.storage).expanduser().absolute())
     return Sweep(
         kind=kind,
         name=name,
-        storage=str(args.storage),
+        storage=root,
         config=base,
         space=specs,
         settings=settings,
@@ -484,7 +486,16 @@ def ensure_teacher(sweep: Sweep) -> str:
             return url
     print(f"teacher FAN: training {stage.epochs} epochs (stage {stage.name!r}) ...", flush=True)
     root = storage.join(sweep.storage, "runs")
-    result = build_trainer(cfg, name=f"teacher-{cfg.profile}-{key}", storage=root, stages=[stage.name]).fit()
+    import ray.train
+
+    trainer = build_trainer(cfg, name=f"teacher-{cfg.profile}-{key}", storage=root, stages=[stage.name])
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as err:
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        raise UserError(
+            f"training the teacher FAN failed: {lines[-1] if lines else type(err).__name__}"
+        ) from None
     if result.checkpoint is None:
         raise UserError("the teacher FAN run finished without a checkpoint")
     url = checkpoint_url(result.checkpoint.path, root)
