@@ -308,9 +308,8 @@ def test_ray_job_submit_succeeds_and_dashboard_lists_it(
     address, env = ray_cluster
     store = tmp_path / "store"
     job_id = f"sweep-{uuid.uuid4().hex[:8]}"
-    runtime_env = {"env_vars": {"RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}}
     cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--submission-id", job_id,
-           "--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env), "--",
+           "--working-dir", str(REPO), "--",
            "python", "sweeps/loss_weights.py", "--config", str(sweep_yaml), "--storage", str(store),
            "--name", "job-sweep", "--data", local_inputs["train"], "--val", local_inputs["val"],
            "--teacher", local_inputs["teacher"]]  # fmt: skip
@@ -323,3 +322,8 @@ def test_ray_job_submit_succeeds_and_dashboard_lists_it(
     assert job is not None, f"job {job_id} not listed by the dashboard: {jobs}"
     assert job["status"] == "SUCCEEDED", job
     assert (store / "champions" / "job-sweep" / "latest").read_text().strip() == "v0001"
+    # The driver turned on Train state tracking for the job, so the dashboard lists each trial's Train run.
+    runs = _get(f"{address}/api/train/v2/runs/v1")["train_runs"]
+    assert job.get("job_id"), job
+    trial_runs = [r for r in runs if r.get("status") == "FINISHED" and r.get("job_id") == job.get("job_id")]
+    assert len(trial_runs) >= 2, runs
