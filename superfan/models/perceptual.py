@@ -53,14 +53,16 @@ def _load_state_dict(source: str) -> Mapping[str, torch.Tensor]:
             )
         else:
             if "://" in source and not source.startswith("file://"):
-                raise ConfigError(f"{where}: unsupported URL scheme (use a path, file://, http:// or https://)")
+                raise ConfigError(
+                    f"{where}: unsupported URL scheme (use a path, file://, http:// or https://)"
+                )
             path = Path(source.removeprefix("file://")).expanduser()
             if not path.is_file():
                 raise ConfigError(f"{where}: no such file")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except ConfigError:
         raise
-    except Exception as err:  # noqa: BLE001 - any failure to read is the user's file, reported in one line
+    except Exception as err:  # any failure to read is the user's file, reported in one line
         first = (str(err).splitlines() or [type(err).__name__])[0]
         raise ConfigError(f"{where}: cannot load a state dict ({type(err).__name__}: {first})") from None
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
