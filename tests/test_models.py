@@ -1,0 +1,231 @@
+"""The Super-FAN networks: shapes for every layout, exact parameter counts, FAN heatmap sizes, the
+critic's score, and the frozen perceptual ResNet-50 (random-feature warning, loading a saved state dict).
+
+Widths are tiny wherever the architecture, not the size, is under test, so the file runs in seconds on CPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from superfan.config import Config, load_config
+from superfan.errors import ConfigError
+from superfan.models import FAN, Critic, Generator, PerceptualNet, count_parameters
+from superfan.models import perceptual as perceptual_mod
+
+
+def _generator_params(layout: tuple[int, int, int], c: int, long_skip: bool) -> int:
+    """Parameter count from the architecture's definition, to cross-check the module."""
+    block = 2 * 9 * c * c + 2 * 2 * c  # two bias-free 3x3 convs + two BNs
+    fuse = 9 * c * c + 2 * c  # long skip's conv-BN, only around non-empty groups
+    head, up, tail = 9 * 3 * c + c, 9 * c * 4 * c + 4 * c, 9 * c * 3 + 3
+    groups = sum(n * block + (fuse if long_skip and n else 0) for n in layout)
+    return head + 2 * up + tail + groups
+
+
+# ------------------------------------------------------------------------------------------- generator
+
+
+@pytest.mark.parametrize(
+    ("layout", "long_skip"),
+    [((0, 0, 0), False), ((1, 0, 0), False), ((0, 1, 0), False), ((0, 0, 1), True), ((2, 1, 1), True)],
+)
+def test_generator_any_layout_maps_16_to_64(layout: tuple[int, int, int], long_skip: bool) -> None:
+    g = Generator(layout=layout, channels=8, long_skip=long_skip)
+    out = g(torch.rand(2, 3, 16, 16))
+    assert out.shape == (2, 3, 64, 64)
+    assert count_parameters(g) == _generator_params(layout, 8, long_skip)
+
+
+@pytest.mark.parametrize(
+    ("build", "params"),
+    [
+        (lambda: Generator(layout=(12, 3, 2)), 1_556_675),
+        (lambda: Generator(layout=(16, 1, 1)), 1_630_659),
+        (lambda: Generator(layout=(12, 3, 2), long_skip=True), 1_667_651),
+        (Generator.srresnet, 1_519_683),
+    ],
+    ids=["12-3-2", "layout-16-1-1", "12-3-2-skip", "srresnet"],
+)
+def test_paper_generators_shapes_and_parameter_counts(build, params: int) -> None:
+    g = build().eval()
+    assert count_parameters(g) == params
+    with torch.no_grad():
+        assert g(torch.rand(1, 3, 16, 16)).shape == (1, 3, 64, 64)
+
+
+def test_srresnet_is_16_blocks_in_one_long_skip_and_round_trips_through_config() -> None:
+    g = Generator.srresnet()
+    assert (g.layout, g.long_skip) == ((16, 0, 0), True)
+    assert g.body16.fuse is not None and g.body32.fuse is None and g.body64.fuse is None
+    cfg = load_config(None, {"model.generator.layout": [16, 0, 0], "model.generator.long_skip": True})
+    rebuilt = Generator.from_config(cfg.model.generator)
+    rebuilt.load_state_dict(g.state_dict())  # same architecture, so a checkpoint rebuilds it
+
+
+def test_empty_group_with_long_skip_is_the_identity() -> None:
+    g = Generator(layout=(0, 0, 0), channels=4, long_skip=True)
+    x = torch.rand(1, 4, 16, 16)
+    assert torch.equal(g.body16(x), x)
+
+
+def test_generator_from_config_and_bad_layouts() -> None:
+    g = Generator.from_config(Config().model.generator)
+    assert (g.layout, g.channels, g.long_skip) == ((12, 3, 2), 64, False)
+    tiny = Generator.from_config(load_config("tiny").model.generator)
+    assert (tiny.layout, tiny.channels) == ((6, 2, 1), 32)
+    with pytest.raises(ConfigError, match="layout"):
+        Generator(layout=(1, -1, 0))
+    with pytest.raises(ConfigError, match="layout"):
+        Generator(layout=(1, 1))  # type: ignore[arg-type]
+
+
+def test_generator_gradients_reach_every_parameter() -> None:
+    g = Generator(layout=(1, 1, 1), channels=8, long_skip=True)
+    g(torch.rand(2, 3, 16, 16)).square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in g.parameters())
+
+
+# ---------------------------------------------------------------------------------------------- critic
+
+
+def test_critic_scores_each_image() -> None:
+    c = Critic(channels=8)
+    assert c(torch.rand(5, 3, 64, 64)).shape == (5,)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in c.modules())  # WGAN-GP: no batch norm
+    assert count_parameters(c) == 44_537
+    assert count_parameters(Critic()) == 2_764_737
+    with pytest.raises(ValueError, match="64x64"):
+        c(torch.rand(1, 3, 32, 32))
+
+
+# ------------------------------------------------------------------------------------------------- FAN
+
+
+@pytest.mark.parametrize("heatmap_size", [16, 32, 64])
+@pytest.mark.parametrize("stacks", [1, 2])
+def test_fan_one_heatmap_tensor_per_stack(stacks: int, heatmap_size: int) -> None:
+    fan = FAN(stacks=stacks, features=16, hourglass_depth=2, heatmap_size=heatmap_size)
+    out = fan(torch.rand(2, 3, 64, 64))
+    assert isinstance(out, list) and len(out) == stacks
+    assert all(o.shape == (2, 68, heatmap_size, heatmap_size) for o in out)
+
+
+def test_fan_parameter_counts_and_face_alignment_names() -> None:
+    paper = FAN(stacks=2, features=256)
+    assert count_parameters(paper) == 12_106_504
+    assert count_parameters(FAN(stacks=1, features=64, hourglass_depth=3)) == 321_860  # tiny profile
+    assert count_parameters(FAN(stacks=2, features=16, hourglass_depth=2)) == 33_064
+    names = set(paper.state_dict())
+    for key in (
+        "conv1.weight",
+        "conv4.downsample.2.weight",
+        "m0.b2_plus_1.conv3.weight",
+        "top_m_1.bn1.weight",
+        "conv_last0.weight",
+        "bn_end1.running_mean",
+        "l1.weight",
+        "bl0.weight",
+        "al0.weight",
+    ):
+        assert key in names, key
+    assert "bl1.weight" not in names  # no remapping after the last stack
+
+
+def test_fan_from_config_and_bad_shapes() -> None:
+    fan = FAN.from_config(load_config("tiny").model.fan)
+    assert (fan.stacks, fan.features, fan.hourglass_depth, fan.heatmap_size) == (1, 64, 3, 32)
+    with torch.no_grad():
+        assert fan.eval()(torch.rand(1, 3, 64, 64))[-1].shape == (1, 68, 32, 32)
+    with pytest.raises(ConfigError, match="heatmap_size"):
+        FAN(heatmap_size=48)
+    with pytest.raises(ConfigError, match="hourglass_depth"):
+        FAN(features=16, hourglass_depth=5, heatmap_size=16)
+    with pytest.raises(ConfigError, match="divisible by 8"):
+        FAN(features=20)
+
+
+# ------------------------------------------------------------------------------------------ perceptual
+
+
+@pytest.fixture(scope="module")
+def saved_resnet50(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torchvision.models.ResNet]:
+    torch.manual_seed(123)
+    net = torchvision.models.resnet50(weights=None).eval()
+    with torch.no_grad():  # non-trivial BN statistics, so loading them is tested too
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("weights") / "resnet50.pth"
+    torch.save(net.state_dict(), path)  # includes layer4 and fc, which must be ignored
+    return path, net
+
+
+def test_perceptual_without_weights_warns_once_and_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(perceptual_mod, "_warned_random", False)
+    with pytest.warns(UserWarning, match="RANDOM"):
+        net = PerceptualNet()
+    assert net.pretrained is False and net.weights_source is None
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PerceptualNet(layers=("layer1",))  # second one in the process is silent
+
+
+def test_perceptual_is_frozen_and_stays_in_eval(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(perceptual_mod, "_warned_random", True)
+    net = PerceptualNet()
+    parent = nn.Sequential(nn.Conv2d(3, 3, 1), net)
+    parent.train()
+    assert not net.training and all(not m.training for m in net.modules())
+    assert not any(p.requires_grad for p in net.parameters())
+    x = torch.rand(2, 3, 64, 64, requires_grad=True)
+    feats = net(x)
+    assert [f.shape[1:] for f in feats] == [(256, 16, 16), (512, 8, 8), (1024, 4, 4)]
+    sum(f.square().mean() for f in feats).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in net.parameters())
+    assert count_parameters(net) == 8_543_296
+    assert not hasattr(PerceptualNet(layers=("layer1",)), "layer2")  # truncated after the deepest layer
+
+
+def test_perceptual_loads_a_saved_torchvision_state_dict(saved_resnet50) -> None:
+    path, ref = saved_resnet50
+    net = PerceptualNet(weights=str(path))
+    assert net.pretrained is True and net.weights_source == str(path)
+    assert PerceptualNet(weights=f"file://{path}", layers=("layer2",)).pretrained
+    x = torch.rand(2, 3, 64, 64)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        h = ref.maxpool(ref.relu(ref.bn1(ref.conv1((x - mean) / std))))
+        expected = []
+        for layer in (ref.layer1, ref.layer2, ref.layer3):
+            h = layer(h)
+            expected.append(h)
+        got = net(x)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e)
+
+
+def test_perceptual_bad_weights_fail_with_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file") as err:
+        PerceptualNet(weights=str(tmp_path / "missing.pth"))
+    assert "\n" not in str(err.value)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="cannot load"):
+        PerceptualNet(weights=str(junk))
+    other = tmp_path / "other.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, other)
+    with pytest.raises(ConfigError, match="not a torchvision ResNet-50"):
+        PerceptualNet(weights=str(other))
+    with pytest.raises(ConfigError, match="layers"):
+        PerceptualNet(layers=("layer4",))
