@@ -46,7 +46,7 @@ def perceptual_loss(net: nn.Module, sr: torch.Tensor, hr: torch.Tensor) -> torch
         feats_hr = net(hr)
     total = sr.new_zeros((), dtype=torch.float32)
     for fs, fh in zip(feats_sr, feats_hr, strict=True):
-        total = total + F.mse_loss(fs.float(), fh.float())
+        total = total + F.mse_loss(fs.float(), fh.detach().float())  # detach: a level may be hr itself
     return total
 
 
