@@ -229,3 +229,29 @@ def test_perceptual_bad_weights_fail_with_one_line(tmp_path: Path) -> None:
         PerceptualNet(weights=str(other))
     with pytest.raises(ConfigError, match="layers"):
         PerceptualNet(layers=("layer4",))
+
+
+# ----------------------------------------------------------------------------------------------- bench
+
+
+def test_bench_models_reports_both_generators_and_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+    import json
+
+    from superfan.bench import models as bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    out = tmp_path / "bench.json"
+    assert (
+        bench.run(parser.parse_args(["--batch", "2", "--iters", "1", "--device", "cpu", "--json", str(out)]))
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "12-3-2" in printed and "16-1-1" in printed and "ratio" in printed
+    result = json.loads(out.read_text())
+    assert [r["model"] for r in result["models"]] == ["12-3-2", "16-1-1"]
+    assert [r["params"] for r in result["models"]] == [1_556_675, 1_519_683]
+    assert result["fan2_params"] == 12_106_504 and result["ratio_12_3_2_over_16_1_1"] > 0

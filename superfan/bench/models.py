@@ -3,9 +3,10 @@
 The paper reports 1,000 images in 4.6 s for its 12-3-2 generator vs 4.3 s for SRResNet's 16-1-1 on an
 NVIDIA Titan X (ratio 1.07). We time both in the same process on the current device, randomly
 initialised (speed does not depend on weights), at batch 256 in ``torch.inference_mode`` after warm-up,
-synchronising CUDA before reading the clock. On CUDA the forward runs in bf16 autocast with channels_last
-tensors (how ``superfan enhance`` runs it); on CPU in float32. The ratio of the two times is the number
-to compare across machines. Parameter counts of both generators and of FAN-2 (256 features) are printed.
+synchronising CUDA before reading the clock; the two models alternate and the median forward is kept.
+On CUDA the forward runs in bf16 autocast with channels_last tensors (how ``superfan enhance`` runs it);
+on CPU in float32. The ratio of the two times is the number to compare across machines. Parameter
+counts of both generators and of FAN-2 (256 features) are printed.
 
 Torch is imported inside :func:`run` so that ``superfan --help`` stays fast.
 """
@@ -51,28 +52,47 @@ def _device(name: str) -> Any:
     return dev
 
 
-def time_forward(model: Any, batch: int, iters: int, warmup: int, device: Any) -> float:
-    """Seconds per forward of ``batch`` LR images (mean over ``iters``), after ``warmup`` forwards."""
+def _inputs(batch: int, device: Any) -> Any:
+    import torch
+
+    x = torch.rand(batch, 3, 16, 16, device=device)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+def time_forwards(
+    models: dict[str, Any], batch: int, iters: int, warmup: int, device: Any
+) -> dict[str, float]:
+    """Median seconds per forward of ``batch`` LR images for each model.
+
+    Models are timed in alternation, one forward each per round, and the median is kept, so that load
+    from other processes on a shared machine hits both models alike instead of skewing the ratio.
+    """
     import contextlib
+    import statistics
 
     import torch
 
     cuda = device.type == "cuda"
-    x = torch.rand(batch, 3, 16, 16, device=device)
-    if cuda:
-        x = x.contiguous(memory_format=torch.channels_last)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
-    with torch.inference_mode(), amp:
-        for _ in range(warmup):
-            model(x)
-        if cuda:
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
+    x = _inputs(batch, device)
+    times: dict[str, list[float]] = {name: [] for name in models}
+
+    def amp() -> Any:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+
+    with torch.inference_mode(), amp():
+        for model in models.values():
+            for _ in range(warmup):
+                model(x)
         for _ in range(iters):
-            model(x)
-        if cuda:
-            torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / iters
+            for name, model in models.items():
+                if cuda:
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                model(x)
+                if cuda:
+                    torch.cuda.synchronize(device)
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,12 +109,14 @@ def run(args: argparse.Namespace) -> int:
     iters = args.iters or (20 if device.type == "cuda" else 3)
     torch.manual_seed(0)
     models = {"12-3-2": Generator(layout=(12, 3, 2)), "16-1-1": Generator.srresnet()}
+    for name, model in models.items():
+        models[name] = model.to(device).eval()
+        if device.type == "cuda":
+            models[name] = models[name].to(memory_format=torch.channels_last)
+    seconds = time_forwards(models, args.batch, iters, args.warmup, device)
     rows: list[dict[str, Any]] = []
     for name, model in models.items():
-        model = model.to(device).eval()
-        if device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        sec = time_forward(model, args.batch, iters, args.warmup, device)
+        sec = seconds[name]
         rows.append(
             {
                 "model": name,
@@ -114,8 +136,8 @@ def run(args: argparse.Namespace) -> int:
     mode = "bf16 autocast, channels_last" if device.type == "cuda" else "float32"
 
     print(
-        f"generator forward, batch {args.batch}, {iters} timed iters after {args.warmup} warm-up; "
-        f"{where}, {mode}"
+        f"generator forward, batch {args.batch}, median of {iters} alternating timed iters "
+        f"after {args.warmup} warm-up; {where}, {mode}"
     )
     print(f"{'model':<22}{'params':>12}{'images/s':>12}{'s/1000 img':>12}{'paper s/1000':>14}")
     labels = {"12-3-2": "12-3-2 (ours)", "16-1-1": "16-1-1 (SRResNet)"}
