@@ -455,43 +455,6 @@ def test_synthetic_pack(tmp_path: Path) -> None:
         assert s["json"]["pose_source"] == "ground-truth" and len(s["json"]["landmarks"]) == 68
 
 
-def test_synthetic_reader_follows_the_renderer_contract(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Until superfan.data.synthetic lands, a stand-in with the agreed signature checks the reader's side:
-    ``render_face(rng, size=256, yaw=None) -> (uint8 HxWx3, 68x2 0-based points, {yaw, pitch, roll})``."""
-    import sys
-    import types
-
-    if (
-        "superfan.data.synthetic" in sys.modules
-        or Path(__file__).parents[1].joinpath("superfan/data").is_dir()
-    ):
-        pytest.skip("the real renderer exists; test_synthetic_pack covers it")
-
-    def render_face(rng: np.random.Generator, size: int = 256, yaw: float | None = None) -> tuple:
-        yaw = float(rng.uniform(-90, 90)) if yaw is None else yaw
-        img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-        pts = pose.project(yaw=yaw, scale=size / 300, center=(size / 2, size / 2))
-        return img, pts, {"yaw": yaw, "pitch": 1.0, "roll": 2.0}
-
-    data = types.ModuleType("superfan.data")
-    synth = types.ModuleType("superfan.data.synthetic")
-    synth.render_face = render_face  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "superfan.data", data)
-    monkeypatch.setitem(sys.modules, "superfan.data.synthetic", synth)
-    manifest = pack_local("synthetic", "5", tmp_path / "out", seed=7)
-    assert manifest["samples"] == 5
-    samples = read_samples(tmp_path / "out")
-    assert sorted(samples) == [f"synthetic/7_{i:07d}" for i in range(5)]
-    again = render_face(np.random.default_rng([7, 3]))
-    meta = samples["synthetic/7_0000003"]["json"]
-    assert meta["yaw"] == pytest.approx(again[2]["yaw"], abs=1e-3) and meta["pose_source"] == "ground-truth"
-
-
-# ------------------------------------------------------------------------------------------ pose
-
-
 def test_pose_recovers_known_yaw_from_noisy_projections() -> None:
     """Accuracy on faces with known yaw: template projections, 1.5% of face width noise, |yaw| <= 80."""
     rng = np.random.default_rng(0)
