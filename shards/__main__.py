@@ -40,10 +40,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pose-file", default=None, help="ls3dw: CSV with id,yaw[,pitch,roll] in degrees")
     p.add_argument("--pose-source", default=None, choices=("ground-truth", "estimated"),
                    help="ls3dw: how to label poses from --pose-file (default ground-truth)")  # fmt: skip
+    p.add_argument("--hash-range", default=None, metavar="LO:HI",
+                   help="keep faces whose key hashes into [LO, HI) of [0, 1): e.g. 0:0.8 train, 0.8:1 val")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     v = sub.add_parser("verify", help="re-hash shards against their manifest")
     v.add_argument("url", help="pack prefix or manifest.json URL")
     return parser
+
+
+def _hash_range(text: str | None) -> tuple[float, float] | None:
+    from superfan.errors import UserError
+
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise UserError(f"--hash-range {text!r}: expected LO:HI, e.g. 0:0.8") from None
+    if not 0.0 <= lo < hi <= 1.0:
+        raise UserError(f"--hash-range {text!r}: need 0 <= LO < HI <= 1")
+    return lo, hi
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 workers=args.workers, limit=args.limit, overwrite=args.overwrite, crop_size=args.crop_size,
                 context=args.context, min_face=args.min_face, seed=args.seed, dataset=args.dataset,
                 pose_file=args.pose_file, pose_source=args.pose_source, progress=not args.quiet,
+                hash_range=_hash_range(args.hash_range),
             )  # fmt: skip
             if opts.workers < 0 or (opts.limit is not None and opts.limit < 1):
                 raise UserError("--workers must be >= 0 and --limit >= 1")
@@ -81,3 +98,4 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     sys.exit(main())
+

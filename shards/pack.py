@@ -13,6 +13,7 @@ DEST is unusable or nothing at all was packed.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -60,6 +61,8 @@ class PackOptions:
     pose_source: str | None = None
     progress: bool = True
     jpeg_quality: int = JPEG_QUALITY
+    #: keep only faces whose key hashes into [lo, hi) (see :func:`key_fraction`): a stable train/val split
+    hash_range: tuple[float, float] | None = None
 
 
 @dataclass
@@ -167,7 +170,14 @@ def make_sample(rec: RawRecord, image: Image.Image, opts: PackOptions) -> tuple[
     return buf.getvalue(), meta
 
 
-Outcome = tuple[str, str, Any, Any]  # ("ok", key, jpg, json bytes) | ("rej", source, reason, None)
+#: ("ok", key, jpg, json bytes) | ("rej", source, reason, None) | ("out", key, None, None): outside hash_range
+Outcome = tuple[str, str, Any, Any]
+
+
+def key_fraction(key: str) -> float:
+    """A sample key's stable position in [0, 1): the same on every machine, run and worker count, so
+    ``--hash-range 0:0.8`` and ``--hash-range 0.8:1`` split a dataset into disjoint train/val packs."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
 
 
 def process_item(item: Any) -> list[Outcome]:
@@ -182,6 +192,9 @@ def process_item(item: Any) -> list[Outcome]:
     for rec in records:
         if isinstance(rec, Rejection):
             out.append(("rej", rec.source, rec.reason, None))
+            continue
+        if _OPTS.hash_range is not None and not _OPTS.hash_range[0] <= key_fraction(rec.key) < _OPTS.hash_range[1]:
+            out.append(("out", rec.key, None, None))
             continue
         try:
             ref = rec.image if isinstance(rec.image, str) else id(rec.image)
@@ -257,6 +270,7 @@ def pack(opts: PackOptions) -> PackResult:
     examples: list[dict[str, str]] = []
     per_reason: Counter[str] = Counter()
     pose_sources: Counter[str] = Counter()
+    outside_range = 0
     pool = None
     if workers > 1:
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
@@ -278,6 +292,8 @@ def pack(opts: PackOptions) -> PackResult:
                 if kind == "ok":
                     writer.add(a, {"hr.jpg": b, "json": c})
                     pose_sources[json.loads(c).get("pose_source") or "none"] += 1
+                elif kind == "out":
+                    outside_range += 1
                 else:
                     rejected[b] += 1
                     if per_reason[b] < MAX_EXAMPLES_PER_REASON:
@@ -311,6 +327,8 @@ def pack(opts: PackOptions) -> PackResult:
             "format": opts.format, "dataset": reader.dataset, "url": str(opts.src), "items": len(all_items),
             "faces_considered": faces, "limit": opts.limit, "seed": opts.seed, "min_face": opts.min_face,
             "pose_file": opts.pose_file, "pose_sources": dict(pose_sources),
+            "hash_range": None if opts.hash_range is None else list(opts.hash_range),
+            "outside_hash_range": outside_range,
         }],
         "crop": {"size": opts.crop_size, "context": opts.context, "jpeg_quality": opts.jpeg_quality},
         "shards": shards,
@@ -337,5 +355,8 @@ def summary(result: PackResult, opts: PackOptions) -> str:
     ]
     lines += [f"  rejected  {reason}: {count}" for reason, count in result.rejected.most_common()]
     lines.append(f"  pose      {json.dumps(m['sources'][0]['pose_sources'])}")
+    if opts.hash_range is not None:
+        lo, hi = opts.hash_range
+        lines.append(f"  split     keys hashing into [{lo}, {hi}); {m['sources'][0]['outside_hash_range']} outside")
     lines.append(f"  manifest  {result.url}")
     return "\n".join(lines)

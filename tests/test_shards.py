@@ -474,3 +474,17 @@ def test_pose_sign_convention() -> None:
     assert pts[30, 0] < (pts[0, 0] + pts[16, 0]) / 2
     assert pose.estimate_yaw(pts) == pytest.approx(30, abs=0.1)
     assert pose.estimate_yaw(pose.project(yaw=-50, roll=20)) == pytest.approx(-50, abs=0.1)
+
+
+def test_hash_range_splits_disjointly_and_stably(tmp_path: Path) -> None:
+    """``--hash-range 0:0.5`` and ``0.5:1`` partition the faces by key, whatever the worker count."""
+    from shards.__main__ import main
+    from shards.pack import key_fraction
+
+    train = pack_local("synthetic", "24", tmp_path / "a", seed=3, hash_range=(0.0, 0.5))
+    val = pack_local("synthetic", "24", tmp_path / "b", seed=3, hash_range=(0.5, 1.0), workers=2)
+    a, b = set(read_samples(tmp_path / "a")), set(read_samples(tmp_path / "b"))
+    assert a and b and not a & b and len(a | b) == 24
+    assert all(key_fraction(k) < 0.5 for k in a) and all(key_fraction(k) >= 0.5 for k in b)
+    assert train["sources"][0]["outside_hash_range"] == len(b) and val["sources"][0]["hash_range"] == [0.5, 1.0]
+    assert main(["pack", "synthetic", "4", str(tmp_path / "c"), "--split", "x", "--hash-range", "0.5"]) == 2
