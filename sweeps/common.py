@@ -395,7 +395,9 @@ def ray_init() -> None:
     if ray.is_initialized():
         return
     if not os.environ.get("RAY_ADDRESS"):
-        ray.init(include_dashboard=False, log_to_driver=True)
+        # With the dashboard: it is where users watch runs, and Train's placement-group cleaner polls the
+        # state API it serves (without it, every Train run logs "Failed to query ... actor state" forever).
+        ray.init(log_to_driver=True)
         return
     taken: set[str] = set()
     job_json = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")

@@ -14,6 +14,7 @@ are checked finite, so a divergence never replaces a good checkpoint.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -290,6 +291,8 @@ def run_training(
             metrics["images_per_s"] = n * cfg.data.batch_size / max(elapsed, 1e-9)
             metrics["perceptual_pretrained"] = perceptual_pretrained
             metrics["resumed_from_step"] = resumed_from_step
+            if rank == 0:
+                print(epoch_line(metrics, stage.epochs), flush=True)
             payload = None
             due = (epoch + 1) % cfg.train.checkpoint_every_epochs == 0 or epoch + 1 == stage.epochs
             if due and rank == 0:
@@ -328,6 +331,20 @@ def _run_validation(
         loader = loader_factory(cfg, train=False, rank=0, world_size=1, epoch=0)
         out = _validate(kind, nets, cfg, loader, device)
     return _broadcast(out, rank)
+
+
+def epoch_line(m: dict[str, Any], epochs: int) -> str:
+    """One readable line per epoch for the driver's log (Ray's own report lines print the whole dict)."""
+    parts = [f"[{m['stage']}] epoch {m['epoch']}/{epochs}", f"step {m['step']}", f"lr {m['lr']:.2e}"]
+    total = m.get("train_loss_total")
+    if isinstance(total, float):
+        parts.append(f"loss {total:.4g}")
+    for key, label in (("val_auc_balanced", "val AUC bal"), ("val_auc", "val AUC"), ("val_nme", "NME"),
+                       ("val_psnr", "PSNR"), ("val_ssim", "SSIM")):  # fmt: skip
+        if isinstance(m.get(key), float) and math.isfinite(m[key]):
+            parts.append(f"{label} {m[key]:.4f}")
+    parts.append(f"{m['images_per_s']:.0f} img/s")
+    return " | ".join(parts)
 
 
 def _metrics(
