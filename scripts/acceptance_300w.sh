@@ -5,7 +5,7 @@
 #
 #   scripts/acceptance_300w.sh [FACES_300W_DIR] [OUT_DIR]      (defaults: ../shared/data/faces-300w out/acceptance)
 #
-# Prints the wall time of each step; the tables land in OUT_DIR/eval/report.md.
+# Prints the wall time of each step; the tables land in OUT_DIR/eval/table1.md and table2.md.
 set -euo pipefail
 DATA=${1:-../shared/data/faces-300w}
 OUT=${2:-out/acceptance}
