@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -291,8 +292,9 @@ def run_training(
             metrics["images_per_s"] = n * cfg.data.batch_size / max(elapsed, 1e-9)
             metrics["perceptual_pretrained"] = perceptual_pretrained
             metrics["resumed_from_step"] = resumed_from_step
-            if rank == 0:
-                print(epoch_line(metrics, stage.epochs), flush=True)
+            if rank == 0:  # not print(): Train V2 patches it into its logger, which shows each line twice
+                sys.stdout.write(epoch_line(metrics, stage.epochs) + "\n")
+                sys.stdout.flush()
             payload = None
             due = (epoch + 1) % cfg.train.checkpoint_every_epochs == 0 or epoch + 1 == stage.epochs
             if due and rank == 0:
