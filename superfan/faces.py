@@ -134,10 +134,10 @@ def points_to_heatmaps(
     grid = torch.arange(heatmap_size, dtype=torch.float32, device=uv.device)
     dx = grid - uv[..., 0:1]  # (..., K, h) along x
     dy = grid - uv[..., 1:2]  # (..., K, h) along y
-    gx = torch.exp(-(dx * dx) / (2 * sigma * sigma))
-    gy = torch.exp(-(dy * dy) / (2 * sigma * sigma))
-    hm = gy.unsqueeze(-1) * gx.unsqueeze(-2)  # (..., K, h_y, h_x)
-    return torch.nan_to_num(hm, nan=0.0)
+    # NaN points -> zero profiles, cleaned on the (..., K, h) vectors rather than the h-times larger maps
+    gx = torch.nan_to_num(torch.exp(-(dx * dx) / (2 * sigma * sigma)), nan=0.0)
+    gy = torch.nan_to_num(torch.exp(-(dy * dy) / (2 * sigma * sigma)), nan=0.0)
+    return gy.unsqueeze(-1) * gx.unsqueeze(-2)  # (..., K, h_y, h_x)
 
 
 def heatmaps_to_points(heatmaps: torch.Tensor, image_size: int = 64) -> torch.Tensor:
