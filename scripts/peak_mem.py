@@ -41,14 +41,22 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-def tree_pss_bytes(root: int) -> tuple[int, int]:
-    """(PSS of ``root`` and all its descendants in bytes, number of processes)."""
+def _name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:90]
+    except OSError:
+        return "?"
+
+
+def tree_pss(root: int) -> list[tuple[int, int]]:
+    """``(pid, PSS bytes)`` of ``root`` and all its descendants."""
     tree, todo, seen = _children(), [root], []
     while todo:
         pid = todo.pop()
         seen.append(pid)
         todo.extend(tree.get(pid, []))
-    return sum(_pss_kb(p) for p in seen) * 1024, len(seen)
+    return [(p, _pss_kb(p) * 1024) for p in seen]
 
 
 def main(argv: list[str]) -> int:
@@ -59,18 +67,21 @@ def main(argv: list[str]) -> int:
         return 2
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, start_new_session=True)
-    peak, procs = 0, 0
+    peak, at_peak = 0, []
     while proc.poll() is None:
-        pss, n = tree_pss_bytes(proc.pid)
-        if pss > peak:
-            peak, procs = pss, n
+        rows = tree_pss(proc.pid)
+        total = sum(b for _, b in rows)
+        if total > peak:
+            peak, at_peak = total, [(b, _name(p)) for p, b in rows]
         time.sleep(0.5)
     wall = time.perf_counter() - t0
     print(
         f"peak_mem: exit {proc.returncode}, wall {wall:.0f} s ({wall / 60:.1f} min), peak PSS of the process "
-        f"tree {peak / 2**30:.2f} GiB ({procs} processes at the peak)",
+        f"tree {peak / 2**30:.2f} GiB ({len(at_peak)} processes at the peak; largest:)",
         file=sys.stderr,
     )
+    for b, name in sorted(at_peak, reverse=True)[:12]:
+        print(f"  {b / 2**20:7.0f} MiB  {name}", file=sys.stderr)
     return proc.returncode
 
 
