@@ -7,8 +7,9 @@ Pipeline (one ``webdataset.DataPipeline`` per DataLoader worker, all seeded):
    shards and keeps every n-th sample instead, so the readers stay disjoint even with one shard.
    Training resamples shards with replacement forever (cut to ``samples_per_epoch`` by ``with_epoch``);
    with ``samples_per_epoch=None`` it is one shuffled pass. Validation is one ordered pass.
-2. **Tar expansion** -- ``webdataset.tarfile_to_samples``; ``s3://`` URLs go through :mod:`superfan.storage`
-   (a streaming GET; see :func:`register_s3_handler`), so there is no local copy.
+2. **Tar expansion** -- :func:`superfan.data.tarstream.tar_samples` (webdataset's grouping, a leaner header
+   parser than :mod:`tarfile`); URLs open through ``webdataset.gopen``, ``s3://`` through
+   :mod:`superfan.storage` (a streaming GET; see :func:`register_s3_handler`), so there is no local copy.
 3. **Shuffle buffer** (training only) -- ``cfg.data.shuffle_buffer`` samples, seeded.
 4. **Per sample** (the only per-sample Python work): JSON parse, JPEG decode at reduced size (draft mode),
    one affine warp to 64x64 with flip/scale/rotation composed in, landmarks through the same matrix
@@ -39,6 +40,7 @@ from superfan import storage
 from superfan.config import Config
 from superfan.data.augment import IDENTITY, apply_color_jitter, sample_params, warp_face
 from superfan.data.degrade import degrade
+from superfan.data.tarstream import tar_samples
 from superfan.errors import UserError
 from superfan.faces import NUM_LANDMARKS, points_to_heatmaps
 
@@ -219,7 +221,7 @@ class FaceStream:
         register_s3_handler()
         stages = [
             self.shard_urls,
-            wds.tarfile_to_samples(),
+            tar_samples,
             self.split_samples,
             self.cap,
             self.shuffle,
