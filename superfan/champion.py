@@ -23,14 +23,13 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from superfan import __version__, storage
+from superfan import code_version, storage
 from superfan.errors import IntegrityError, StorageError, UserError
 
 FORMAT = "superfan-champion/1"
@@ -101,26 +100,6 @@ def select_best(candidates: Iterable[Candidate], metric: str = METRIC, mode: str
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def code_version() -> str:
-    """``superfan.__version__`` plus the git commit when running from a checkout (best effort)."""
-    version = __version__
-    root = Path(__file__).resolve().parents[1]
-    if (root / ".git").exists():
-        try:
-            sha = subprocess.run(
-                ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=False,
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            sha = ""
-        if sha:
-            version = f"{version}+g{sha}"
-    return version
 
 
 def _now() -> str:

@@ -18,39 +18,11 @@ from typing import Any
 
 import torch
 
-from superfan import storage
+from superfan import code_version, storage
 from superfan.errors import IntegrityError, StorageError
 
 FORMAT = "superfan-checkpoint/1"
 PT_NAME = "checkpoint.pt"
-
-
-def code_version() -> str:
-    """Package version (and git commit when running from a checkout) so a checkpoint says what made it."""
-    try:
-        from importlib.metadata import version
-
-        ver = version("superfan")
-    except Exception:  # noqa: BLE001 - metadata is missing in odd installs; the version is informative only
-        ver = "unknown"
-    try:
-        import subprocess
-        from pathlib import Path
-
-        root = Path(__file__).resolve().parents[1]
-        if (root / ".git").exists():
-            sha = subprocess.run(
-                ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=False,
-            ).stdout.strip()
-            if sha:
-                ver = f"{ver}+g{sha}"
-    except Exception:  # noqa: BLE001
-        pass
-    return ver
 
 
 def now_iso() -> str:

@@ -438,12 +438,10 @@ def evaluate_models(
         },
         "meta": meta or {},
     }
-    try:
-        from superfan.checkpoint import code_version, now_iso
+    from superfan import code_version
+    from superfan.checkpoint import now_iso
 
-        results["created"], results["code_version"] = now_iso(), code_version()
-    except ImportError:  # pragma: no cover - checkpoint.py is part of the package
-        pass
+    results["created"], results["code_version"] = now_iso(), code_version()
     results = _clean(results)
     picked = _pick_samples(got.samples, samples)
     sample_arrays = _sample_arrays(picked, names) if picked else None

@@ -48,6 +48,7 @@ import yaml  # noqa: E402
 from superfan import storage  # noqa: E402
 from superfan.config import Config, StageConfig, apply_overrides, load_config  # noqa: E402
 from superfan.errors import ConfigError, UserError  # noqa: E402
+from superfan.train.trainer import FORWARD_ENV  # noqa: E402
 
 SWEEPS_DIR = Path(__file__).resolve().parent
 CONFIGS_DIR = SWEEPS_DIR / "configs"
@@ -64,20 +65,6 @@ REPORT_KEYS = (
     "val_ssim",
     "global_epoch",
     "stage",
-)
-#: Environment a trial's processes need on a cluster whose raylet predates this shell's exports.
-FORWARD_ENV = (
-    "RAY_TRAIN_V2_ENABLED",
-    "RAY_TRAIN_ENABLE_STATE_TRACKING",
-    "RAY_USAGE_STATS_ENABLED",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_DEFAULT_REGION",
-    "AWS_REGION",
-    "AWS_EC2_METADATA_DISABLED",
 )
 
 

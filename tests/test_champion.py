@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from superfan import champion, storage
+import superfan
+from superfan import storage
 from superfan.champion import Candidate, promote, pull, select_best, verify_champion
 from superfan.errors import IntegrityError, UserError
 
@@ -83,7 +84,7 @@ def test_promote_writes_files_manifest_then_latest(history: list[Candidate], tmp
     assert manifest["trial_id"] == "b" and manifest["metrics"]["global_epoch"] == 2
     assert manifest["source"] == history[4].checkpoint
     assert manifest["config"] == {"profile": "tiny", "note": "b-e2"}
-    assert manifest["sweep"] == {"samples": 2} and manifest["code_version"].startswith(champion.__version__)
+    assert manifest["sweep"] == {"samples": 2} and manifest["code_version"].startswith(superfan.__version__)
     assert {f["path"] for f in manifest["files"]} == {"checkpoint.pt", "config.yaml", "metrics.json"}
     for entry in manifest["files"]:
         data = (root / "v0001" / entry["path"]).read_bytes()

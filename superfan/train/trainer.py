@@ -24,7 +24,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 #: Driver environment forwarded to the workers: S3 endpoint/credentials (a local Ray cluster's raylet
 #: may predate them) and the Train flags.
-_FORWARD_ENV = (
+FORWARD_ENV = (
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_S3",
     "AWS_ACCESS_KEY_ID",
@@ -130,7 +130,7 @@ def build_trainer(
         resources["memory"] = cfg.train.memory_per_worker_gb * 2**30
     root = storage or cfg.train.storage
     storage_path, fs = storage_location(root)
-    env = {k: os.environ[k] for k in _FORWARD_ENV if k in os.environ}
+    env = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}
     loop_config = {
         "config": cfg.to_dict(),
         "stages": names,
