@@ -25,6 +25,14 @@ def is_s3(url: str | os.PathLike[str]) -> bool:
     return str(url).startswith("s3://")
 
 
+def absolute(url: str) -> str:
+    """A URL that means the same in every process: local paths made absolute (Ray's workers run in other
+    directories), ``s3://`` and other ``scheme:`` URLs (``pipe:``, ``https://``) unchanged."""
+    if "://" in url or url.startswith("pipe:"):
+        return url
+    return str(Path(url).expanduser().absolute())
+
+
 def split_s3(url: str) -> tuple[str, str]:
     rest = url[len("s3://") :]
     bucket, _, key = rest.partition("/")

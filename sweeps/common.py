@@ -337,10 +337,11 @@ def plan(kind: str, args: argparse.Namespace) -> Sweep:
     if settings.workers_per_trial:
         cfg.train.workers = settings.workers_per_trial
     cfg.train.report_every_steps = 0  # one report per epoch: training_iteration == epochs for ASHA
+    # Ray's workers do not run in this directory: local paths must be absolute there.
     if args.data:
-        cfg.data.train = list(args.data)
+        cfg.data.train = [storage.absolute(u) for u in args.data]
     if args.val:
-        cfg.data.val = list(args.val)
+        cfg.data.val = [storage.absolute(u) for u in args.val]
     if cfg.data.train and not cfg.data.val:
         raise ConfigError("no validation data: pass --val URL (the promotion metric is validation AUC)")
     stages = settings.stages or [s.name for s in cfg.stages if s.kind != "fan"]
@@ -353,8 +354,7 @@ def plan(kind: str, args: argparse.Namespace) -> Sweep:
     base = trial_config(cfg.to_dict(), fixed).to_dict() if fixed else cfg.to_dict()
     specs, _ = resolve_space(section, base, args.config)
     name = args.name or f"{kind.replace('_', '-')}-{cfg.profile}"
-    # Ray's workers do not share the driver's working directory: local storage must be absolute.
-    root = args.storage if storage.is_s3(args.storage) else str(Path(args.storage).expanduser().absolute())
+    root = storage.absolute(args.storage)
     return Sweep(
         kind=kind,
         name=name,
@@ -363,7 +363,7 @@ def plan(kind: str, args: argparse.Namespace) -> Sweep:
         space=specs,
         settings=settings,
         stages=stages,
-        teacher=args.teacher,
+        teacher=storage.absolute(args.teacher) if args.teacher else None,
         config_file=str(args.config),
     )
 

@@ -46,3 +46,11 @@ def test_s3_bad_credentials_and_unreachable_endpoint(
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     with pytest.raises(StorageError, match="cannot reach"):
         storage.read_bytes("s3://superfan/k")
+
+
+def test_absolute_keeps_urls_and_anchors_local_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert storage.absolute("s3://b/p/manifest.json") == "s3://b/p/manifest.json"
+    assert storage.absolute("pipe:cat x.tar") == "pipe:cat x.tar"
+    assert storage.absolute("shards/train") == str(tmp_path / "shards" / "train")
+    assert storage.absolute(str(tmp_path)) == str(tmp_path)
