@@ -6,6 +6,8 @@ CPU in test_train.py and test_enhance.py. Run them with ``pytest -m gpu`` on a G
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -63,3 +65,34 @@ def test_enhancer_on_cuda_agrees_with_cpu() -> None:
     assert close.mean() > 0.9
     assert np.abs(bf16.sr - cpu.sr).mean() < 0.02
     assert np.isfinite(bf16.landmarks).all()
+
+
+def test_training_loop_on_cuda_from_shards(tmp_path: Path) -> None:
+    """The real loop (stream -> stages -> validation -> checkpoints) on CUDA: teacher, then the Super-FAN
+    stages from it; every report finite, checkpoints load, the end2end FAN moved."""
+    from shards.pack import PackOptions, pack
+    from superfan.checkpoint import load_checkpoint
+    from superfan.config import load_config
+    from superfan.train.loop import LocalReporter, run_training
+
+    data = {}
+    for split, n, seed in (("train", 48, 0), ("val", 16, 1)):
+        pack(PackOptions(format="synthetic", src=str(n), dest=str(tmp_path / split), split=split, seed=seed,
+                         workers=1, progress=False))  # fmt: skip
+        data[split] = [str(tmp_path / split / "manifest.json")]
+    cfg = load_config("tiny", ["data.samples_per_epoch=32", "data.val_samples=16", "data.batch_size=8"])
+    cfg.data.train, cfg.data.val = data["train"], data["val"]
+    for s in cfg.stages:
+        s.epochs = 1
+    teacher_rep = LocalReporter(tmp_path / "teacher")
+    run_training({"config": cfg.to_dict(), "stages": ["teacher"]}, rank=0, world_size=1, device=CUDA,
+                 report=teacher_rep)  # fmt: skip
+    rep = LocalReporter(tmp_path / "superfan")
+    run_training({"config": cfg.to_dict(), "stages": ["heatmap", "gan", "end2end"],
+                  "teacher": teacher_rep.checkpoints[-1]}, rank=0, world_size=1, device=CUDA, report=rep)  # fmt: skip
+    assert [r["stage"] for r in rep.reports] == ["heatmap", "gan", "end2end"]
+    for r in rep.reports:
+        assert all(np.isfinite(v) for k, v in r.items() if k.startswith(("train_loss_", "val_psnr", "val_nme")))
+    teacher, last = load_checkpoint(teacher_rep.checkpoints[-1]), load_checkpoint(rep.checkpoints[-1])
+    moved = [not torch.equal(teacher["fan"][k], last["fan"][k]) for k in teacher["fan"] if k.endswith("weight")]
+    assert any(moved), "the jointly trained FAN did not change in end2end"
