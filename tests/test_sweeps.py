@@ -182,6 +182,20 @@ def test_sweep_on_s3_promotes_a_verified_champion(
     assert manifest["metrics"]["val_auc_balanced"] == pytest.approx(best)
     assert manifest["trial_id"] in {r["trial_id"] for r in rows}
 
+    # The pulled directory is what users hand to `superfan evaluate` and to Enhancer.from_checkpoint.
+    import numpy as np
+
+    from superfan import Enhancer
+    from superfan.cli import main as superfan_main
+
+    val = f"{store}/data/synthetic-16-val/manifest.json"
+    assert superfan_main(["evaluate", "--data", val, "--fan", payload["teacher"], str(tmp_path / "champion"),
+                          "--out", str(tmp_path / "eval"), "--no-progress"]) == 0  # fmt: skip
+    table2 = (tmp_path / "eval" / "table2.md").read_text()
+    assert "FAN-bilinear" in table2 and "FAN-HR" in table2 and len(table2.splitlines()) >= 6
+    res = Enhancer.from_checkpoint(tmp_path / "champion").enhance([np.zeros((20, 20, 3), np.uint8)] * 2)
+    assert res.sr.shape == (2, 64, 64, 3) and res.landmarks.shape == (2, 68, 2)
+
 
 # ---------------------------------------------------------------------------------------------- resume
 
