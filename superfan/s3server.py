@@ -76,7 +76,17 @@ class SeaweedServer:
             f"-filer.port={ports['filer']}", f"-filer.port.grpc={grpc['filer']}",
             f"-admin.port={ports['admin']}", f"-admin.port.grpc={grpc['admin']}", "-admin.ui=false",
             f"-webdav.port={ports['webdav']}", "-webdav=false", "-master.volumeSizeLimitMB=64",
-        ]  # fmt: skip
+        ] + self._socket_flags()  # fmt: skip
+
+    def _socket_flags(self) -> list[str]:
+        """Unix sockets in the data directory, not /tmp/seaweedfs-*.sock left behind by every run (when the
+        path fits the 107-byte limit of a socket address; otherwise weed's default)."""
+        flags = []
+        for name in ("s3", "filer"):
+            path = str(self.data_dir.absolute() / f"{name}.sock")
+            if len(path.encode()) < 100:
+                flags.append(f"-{name}.localSocket={path}")
+        return flags
 
     def start(self, timeout: float = 60.0) -> SeaweedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
