@@ -15,9 +15,7 @@ FORMATS = ("300w", "mat", "ls3dw", "celeba", "widerface", "synthetic")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m shards", description="Pack raw face datasets into shards."
-    )
+    parser = argparse.ArgumentParser(prog="python -m shards", description="Pack raw face datasets into shards.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("pack", help="raw dataset -> WebDataset tar shards + manifest.json")
     p.add_argument("format", choices=FORMATS, help="dataset format")
@@ -28,20 +26,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="worker processes (default: one per CPU)")
     p.add_argument("--limit", type=int, default=None, help="pack at most N faces (a seeded random subset)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing pack at DEST")
-    p.add_argument(
-        "--crop-size", type=int, default=256, help="side of the stored crop in pixels (default 256)"
-    )
+    p.add_argument("--crop-size", type=int, default=256, help="side of the stored crop in pixels (default 256)")
     p.add_argument("--context", type=float, default=2.4, help="crop side / face box max side (default 2.4)")
-    p.add_argument(
-        "--min-face", type=float, default=16.0, help="skip faces whose box is smaller (px, default 16)"
-    )
+    p.add_argument("--min-face", type=float, default=16.0, help="skip faces whose box is smaller (px, default 16)")
     p.add_argument("--seed", type=int, default=0, help="shuffle / subset / synthetic seed (default 0)")
     p.add_argument("--dataset", default=None, help="dataset name in sample keys (default from the format)")
     p.add_argument("--pose-file", default=None, help="ls3dw: CSV with id,yaw[,pitch,roll] in degrees")
     p.add_argument("--pose-source", default=None, choices=("ground-truth", "estimated"),
                    help="ls3dw: how to label poses from --pose-file (default ground-truth)")  # fmt: skip
-    p.add_argument("--hash-range", default=None, metavar="LO:HI",
-                   help="keep faces whose key hashes into [LO, HI) of [0, 1): e.g. 0:0.8 train, 0.8:1 val")
+    p.add_argument(
+        "--hash-range",
+        default=None,
+        metavar="LO:HI",
+        help="keep faces whose key hashes into [LO, HI) of [0, 1): e.g. 0:0.8 train, 0.8:1 val",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     v = sub.add_parser("verify", help="re-hash shards against their manifest")
     v.add_argument("url", help="pack prefix or manifest.json URL")

@@ -22,9 +22,7 @@ DEFAULT_SIZE = 256
 DEFAULT_CONTEXT = 2.4
 
 
-def crop_window(
-    box: tuple[float, float, float, float], context: float = DEFAULT_CONTEXT
-) -> tuple[float, float, float]:
+def crop_window(box: tuple[float, float, float, float], context: float = DEFAULT_CONTEXT) -> tuple[float, float, float]:
     """``(left, top, side)`` of the crop in source corner coordinates."""
     x0, y0, x1, y1 = box
     side = context * max(x1 - x0, y1 - y0, 1e-6)

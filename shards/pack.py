@@ -316,9 +316,7 @@ def pack(opts: PackOptions) -> PackResult:
     samples = sum(s["samples"] for s in shards)
     if samples == 0:
         reasons = ", ".join(f"{k}: {v}" for k, v in rejected.most_common())
-        raise UserError(
-            f"{opts.src}: nothing packed, all {sum(rejected.values())} faces rejected ({reasons})"
-        )
+        raise UserError(f"{opts.src}: nothing packed, all {sum(rejected.values())} faces rejected ({reasons})")
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "split": opts.split,

@@ -441,17 +441,11 @@ class CelebAReader(Reader):
                 for k, (x, y, w, h) in _read_celeba_table(bb_url, 4).items():
                     boxes.setdefault(k, (x, y, x + w - 1, y + h - 1))
         else:
-            raise UserError(
-                f"{self.src}: no img_align_celeba/ or img_celeba/ folder (CelebA layout expected)"
-            )
-        present = {
-            PurePosixPath(f).stem: f for f in files if f.startswith(img_dir + "/") and f.endswith(IMAGE_EXTS)
-        }
+            raise UserError(f"{self.src}: no img_align_celeba/ or img_celeba/ folder (CelebA layout expected)")
+        present = {PurePosixPath(f).stem: f for f in files if f.startswith(img_dir + "/") and f.endswith(IMAGE_EXTS)}
         return [(name, present.get(PurePosixPath(name).stem), box) for name, box in sorted(boxes.items())]
 
-    def read(
-        self, item: tuple[str, str | None, tuple[float, float, float, float]]
-    ) -> Iterator[RawRecord | Rejection]:
+    def read(self, item: tuple[str, str | None, tuple[float, float, float, float]]) -> Iterator[RawRecord | Rejection]:
         name, rel, box = item
         if rel is None:
             yield Rejection(self._url(name), REASONS["no_image"])
@@ -570,9 +564,7 @@ class SyntheticReader(Reader):
         try:
             import superfan.data.synthetic  # noqa: F401
         except ImportError as err:
-            raise UserError(
-                f"synthetic: the face renderer superfan.data.synthetic is not available ({err})"
-            ) from None
+            raise UserError(f"synthetic: the face renderer superfan.data.synthetic is not available ({err})") from None
         return list(range(self.count))
 
     def read(self, item: int) -> Iterator[RawRecord | Rejection]:

@@ -198,11 +198,7 @@ def verify(url: str) -> dict[str, Any]:
     :class:`~superfan.errors.IntegrityError` naming the first shard that does not match.
     """
     manifest = read_manifest(url)
-    base = (
-        manifest_url(url).rsplit("/", 1)[0]
-        if storage.is_s3(url)
-        else os.path.dirname(manifest_url(url)) or "."
-    )
+    base = manifest_url(url).rsplit("/", 1)[0] if storage.is_s3(url) else os.path.dirname(manifest_url(url)) or "."
     total = 0
     nbytes = 0
     for shard in manifest.get("shards", []):

@@ -78,9 +78,7 @@ def _score(metrics: Mapping[str, Any], metric: str) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def rank_candidates(
-    candidates: Iterable[Candidate], metric: str = METRIC, mode: str = "max"
-) -> list[Candidate]:
+def rank_candidates(candidates: Iterable[Candidate], metric: str = METRIC, mode: str = "max") -> list[Candidate]:
     """Valid candidates (a checkpoint and a finite ``metric``), best first.
 
     Ties keep the order given (the driver passes trials in order and reports by epoch), so among equal
@@ -169,9 +167,7 @@ def promote(
     root = storage.join(storage_root, "champions", name)
     for cand in rank_candidates(candidates, metric, mode):
         # Skip S3 "directory" marker objects (pyarrow writes ``prefix/``; they list as "" or "sub/").
-        files = [
-            f for f in storage.list_files(cand.checkpoint) if f and not f.endswith("/") and f != MANIFEST
-        ]
+        files = [f for f in storage.list_files(cand.checkpoint) if f and not f.endswith("/") and f != MANIFEST]
         if "checkpoint.pt" not in files:
             continue
         current = _current(root)
@@ -342,10 +338,7 @@ def metrics_table(rows: Sequence[Mapping[str, Any]], first: Sequence[tuple[str, 
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     lines = []
     for r in cells:
-        parts = [
-            c.ljust(w) if j < len(first) else c.rjust(w)
-            for j, (c, w) in enumerate(zip(r, widths, strict=True))
-        ]
+        parts = [c.ljust(w) if j < len(first) else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True))]
         lines.append("  ".join(parts))
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)
@@ -355,9 +348,7 @@ def metrics_table(rows: Sequence[Mapping[str, Any]], first: Sequence[tuple[str, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "url", help="champion URL: <storage>/champions/<sweep> (follows 'latest') or a version"
-    )
+    parser.add_argument("url", help="champion URL: <storage>/champions/<sweep> (follows 'latest') or a version")
     parser.add_argument("dir", help="local directory to place the verified champion in")
     parser.add_argument("--quiet", action="store_true", help="do not print the metrics table")
 

@@ -92,9 +92,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is a corrupt or foreign file
-        raise IntegrityError(
-            f"{url}: not a loadable superfan checkpoint ({type(err).__name__}: {err})"
-        ) from None
+        raise IntegrityError(f"{url}: not a loadable superfan checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise IntegrityError(f"{url}: not a superfan checkpoint (format {got!r}, expected {FORMAT!r})")

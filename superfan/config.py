@@ -374,9 +374,7 @@ def _read_yaml(name_or_path: str) -> tuple[dict[str, Any], str]:
     return data, source
 
 
-def load_config(
-    name_or_path: str | None = None, overrides: dict[str, Any] | list[str] | None = None
-) -> Config:
+def load_config(name_or_path: str | None = None, overrides: dict[str, Any] | list[str] | None = None) -> Config:
     """A packaged profile (``paper``, ``tiny``) or a YAML path; ``base: NAME`` in a file inherits a profile.
 
     Sweep configs in ``sweeps/configs/`` use ``base:`` to name the profile and add a ``search:`` block,

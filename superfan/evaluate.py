@@ -319,9 +319,7 @@ def validation_metrics(
     with _Modes(generator, loc, teacher), torch.inference_mode():
         if teacher is not None and teacher is not loc and not _same_weights(loc, teacher):
             methods.append(Method("teacher", teacher, generator, kind, source="sr"))
-        got = _run(
-            methods, loader, cfg.eval.pose_bins, max_faces=cfg.data.val_samples, max_batches=max_batches
-        )
+        got = _run(methods, loader, cfg.eval.pose_bins, max_faces=cfg.data.val_samples, max_batches=max_batches)
     a = got.arrays()
     edges, thr = cfg.eval.pose_bins, cfg.eval.auc_threshold
     keys = metrics.bin_keys(edges)
@@ -504,9 +502,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 def _faces_note(results: dict[str, Any], landmarks: bool) -> str:
     keys, names = results["pose_bins"]["keys"], results["pose_bins"]["names"]
     faces = results["faces"]
-    counts = (
-        faces["with_landmarks"] if landmarks else {**faces["per_bin"], "unknown_yaw": faces["unknown_yaw"]}
-    )
+    counts = faces["with_landmarks"] if landmarks else {**faces["per_bin"], "unknown_yaw": faces["unknown_yaw"]}
     per = ", ".join(f"{n} {counts.get(k, 0)}" for k, n in zip(keys, names, strict=True))
     what = "faces with landmarks" if landmarks else "faces"
     unknown = counts.get("unknown_yaw", 0)
@@ -521,16 +517,12 @@ def table1_markdown(results: dict[str, Any]) -> str:
     """Table 1 laid out like the paper's: rows = image sources, PSNR then SSIM per yaw bin + balanced."""
     keys, names = results["pose_bins"]["keys"], results["pose_bins"]["names"]
     cols = [*keys, "balanced"]
-    header = (
-        ["Method"] + [f"PSNR {n}" for n in [*names, "balanced"]] + [f"SSIM {n}" for n in [*names, "balanced"]]
-    )
+    header = ["Method"] + [f"PSNR {n}" for n in [*names, "balanced"]] + [f"SSIM {n}" for n in [*names, "balanced"]]
     rows = []
     for row in results["table1"]:
         label = "bilinear upsample (baseline)" if row["method"] == "bilinear" else row["method"]
         rows.append(
-            [label]
-            + [_fmt(row["psnr"].get(k), ".2f") for k in cols]
-            + [_fmt(row["ssim"].get(k), ".4f") for k in cols]
+            [label] + [_fmt(row["psnr"].get(k), ".2f") for k in cols] + [_fmt(row["ssim"].get(k), ".4f") for k in cols]
         )
     title = "Table 1: PSNR (dB) and SSIM on RGB of the super-resolved 64x64 faces, per |yaw| bin."
     return f"{title}\n\n{_md_table(header, rows)}\n\n{_faces_note(results, landmarks=False)}.\n"
@@ -597,9 +589,7 @@ def samples_png(samples: dict[str, np.ndarray], scale: int = 2) -> bytes:
     size = images.shape[-1]
     tile = size * scale
     hr_col = names.index("FAN-HR") if "FAN-HR" in names else None
-    columns = (
-        ["LR (GT)"] + [n for i, n in enumerate(names) if i != hr_col] + ["HR" if hr_col is None else "FAN-HR"]
-    )
+    columns = ["LR (GT)"] + [n for i, n in enumerate(names) if i != hr_col] + ["HR" if hr_col is None else "FAN-HR"]
     header = 14
     canvas = Image.new("RGB", (tile * len(columns), header + tile * s_count), "white")
     draw = ImageDraw.Draw(canvas)
@@ -700,8 +690,7 @@ def methods_from_checkpoints(
         nets = models_from_checkpoint(pl, device)
         if nets["generator"] is None:
             raise UserError(
-                f"{path}: holds no generator (stage_kind {pl.get('stage_kind')!r}); "
-                "a FAN checkpoint goes to --fan"
+                f"{path}: holds no generator (stage_kind {pl.get('stage_kind')!r}); a FAN checkpoint goes to --fan"
             )
         label = _label(path, pl)
         used[label] += 1
@@ -749,9 +738,7 @@ def evaluate_methods(
     from superfan.data.stream import make_loader
 
     if cfg is None:
-        saved = (meta["checkpoints"][0]["config"] if meta["checkpoints"] else None) or meta["teacher"][
-            "config"
-        ]
+        saved = (meta["checkpoints"][0]["config"] if meta["checkpoints"] else None) or meta["teacher"]["config"]
         cfg = from_dict(saved, source="checkpoint config")
     # The whole test set: the profile's validation cap (for fast in-training validation) does not apply here;
     # --max-faces is the cap.

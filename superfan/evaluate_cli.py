@@ -17,9 +17,7 @@ from superfan.errors import UserError
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     if name == "report":
-        parser.add_argument(
-            "results", metavar="RESULTS.json", help="results.json written by `superfan evaluate`"
-        )
+        parser.add_argument("results", metavar="RESULTS.json", help="results.json written by `superfan evaluate`")
         parser.add_argument(
             "--out", default=None, help="directory for the re-rendered files (default: beside RESULTS.json)"
         )

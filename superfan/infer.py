@@ -129,8 +129,7 @@ class Enhancer:
         else:
             if not storage.exists(src if src.endswith(".pt") else storage.join(src, "checkpoint.pt")):
                 raise UserError(
-                    f"{src}: no checkpoint.pt or manifest.json there "
-                    "(give a champion or checkpoint directory)"
+                    f"{src}: no checkpoint.pt or manifest.json there (give a champion or checkpoint directory)"
                 )
             src_to_load = src
         payload = load_checkpoint(src_to_load)
@@ -260,9 +259,7 @@ class Enhancer:
             raise UserError("no boxes to enhance")
         return self._finish(torch.stack(lrs), np.stack(mats), float_output, return_heatmaps)
 
-    def _finish(
-        self, lr: torch.Tensor, mats: np.ndarray, float_output: bool, return_heatmaps: bool
-    ) -> EnhanceResult:
+    def _finish(self, lr: torch.Tensor, mats: np.ndarray, float_output: bool, return_heatmaps: bool) -> EnhanceResult:
         outs = self.run_lr(lr, return_heatmaps=return_heatmaps)
         sr, pts_sr = outs[0], outs[1]
         pts_sr_np = pts_sr.cpu().double().numpy()
@@ -367,9 +364,7 @@ def window_to_lr(photo: torch.Tensor, window: np.ndarray) -> tuple[torch.Tensor,
     py = inv_t[1, 0] * gx + inv_t[1, 1] * gy + inv_t[1, 2]
     # grid_sample, align_corners=False: pixel centre i sits at (2i + 1) / size - 1.
     grid = torch.stack([(2 * px + 1) / width - 1, (2 * py + 1) / height - 1], dim=-1).float()[None]
-    crop = F.grid_sample(
-        photo[None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False
-    )[0]
+    crop = F.grid_sample(photo[None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
     return resize_lr(crop), crop
 
 

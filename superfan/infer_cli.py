@@ -32,9 +32,7 @@ TILE = 96
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "champion", help="champion or checkpoint directory (local or s3://), or its checkpoint.pt"
-    )
+    parser.add_argument("champion", help="champion or checkpoint directory (local or s3://), or its checkpoint.pt")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or directories of images")
     parser.add_argument("-o", "--out", required=True, type=Path, help="output directory")
     mode = parser.add_mutually_exclusive_group()
@@ -301,9 +299,7 @@ def _unique_stems(paths: list[Path]) -> dict[Path, str]:
     return out
 
 
-def _write_json(
-    out: Path, enhancer: Any, records: list[dict[str, Any]], skipped: list[dict[str, str]]
-) -> None:
+def _write_json(out: Path, enhancer: Any, records: list[dict[str, Any]], skipped: list[dict[str, str]]) -> None:
     doc = {
         "champion": enhancer.source,
         "fan": enhancer.fan_source,
@@ -321,9 +317,7 @@ def _write_json(
 # ------------------------------------------------------------------------------------------- drawing
 
 
-def draw_points(
-    img: Any, points: np.ndarray, radius: float, color: tuple[int, int, int] = (0, 255, 0)
-) -> None:
+def draw_points(img: Any, points: np.ndarray, radius: float, color: tuple[int, int, int] = (0, 255, 0)) -> None:
     """Draw 68 points on a PIL image in place (points in that image's pixel-centre coordinates)."""
     from PIL import ImageDraw
 

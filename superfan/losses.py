@@ -94,9 +94,7 @@ def landmark_heatmap_loss(
     return heatmap_loss(pred_stacks, target, type, mask=has_landmarks)
 
 
-def gradient_penalty(
-    critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_lambda: float = 1.0
-) -> torch.Tensor:
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_lambda: float = 1.0) -> torch.Tensor:
     """Eq. 3's penalty ``gp_lambda * E[(||grad D(x_hat)||_2 - 1)^2]`` on random interpolates.
 
     ``x_hat = eps * real + (1 - eps) * fake`` with one ``eps ~ U[0, 1]`` per sample ([10]). The gradient

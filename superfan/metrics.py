@@ -44,8 +44,7 @@ ArrayLike = torch.Tensor | np.ndarray | Sequence[float]
 def _check_images(sr: torch.Tensor, hr: torch.Tensor) -> None:
     if sr.shape != hr.shape or sr.dim() != 4:
         raise ValueError(
-            f"expected two (B, C, H, W) batches of the same shape, got {tuple(sr.shape)} and "
-            f"{tuple(hr.shape)}"
+            f"expected two (B, C, H, W) batches of the same shape, got {tuple(sr.shape)} and {tuple(hr.shape)}"
         )
 
 
@@ -115,9 +114,7 @@ def nme(pred: ArrayLike, gt: ArrayLike, visible: ArrayLike | None = None) -> tor
     p = torch.as_tensor(pred).detach().to("cpu", torch.float64)
     g = torch.as_tensor(gt).detach().to("cpu", torch.float64)
     if p.shape != g.shape or p.dim() != 3 or p.shape[-1] != 2:
-        raise ValueError(
-            f"expected (B, K, 2) predictions and ground truth, got {tuple(p.shape)}, {tuple(g.shape)}"
-        )
+        raise ValueError(f"expected (B, K, 2) predictions and ground truth, got {tuple(p.shape)}, {tuple(g.shape)}")
     finite = torch.isfinite(g).all(dim=-1)  # (B, K)
     use = finite.clone()
     if visible is not None:
@@ -132,9 +129,7 @@ def nme(pred: ArrayLike, gt: ArrayLike, visible: ArrayLike | None = None) -> tor
     n = use.sum(dim=1)
     mean_err = torch.where(use, err, 0.0).sum(dim=1) / n.clamp_min(1)
     ok = (n > 0) & torch.isfinite(norm) & (norm > 0)
-    return torch.where(
-        ok, mean_err / torch.where(ok, norm, 1.0), torch.tensor(float("nan"), dtype=torch.float64)
-    )
+    return torch.where(ok, mean_err / torch.where(ok, norm, 1.0), torch.tensor(float("nan"), dtype=torch.float64))
 
 
 def _errors(values: ArrayLike) -> np.ndarray:
@@ -238,9 +233,7 @@ def balanced(values: Any) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def mean_by_pose(
-    values: ArrayLike, yaw: ArrayLike, edges: Sequence[float] = POSE_BIN_EDGES
-) -> dict[str, float]:
+def mean_by_pose(values: ArrayLike, yaw: ArrayLike, edges: Sequence[float] = POSE_BIN_EDGES) -> dict[str, float]:
     """Mean of a per-face score (PSNR, SSIM, NME) per yaw bin, ``balanced`` (mean of non-empty bins), ``all``.
 
     Same binning and empty-bin rule as :func:`auc_by_pose`; ``all`` includes faces with unknown yaw.

@@ -99,9 +99,7 @@ class SweepSettings:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(
-                f"{source}: sweep: unknown setting(s) {', '.join(unknown)} (known: {sorted(known)})"
-            )
+            raise ConfigError(f"{source}: sweep: unknown setting(s) {', '.join(unknown)} (known: {sorted(known)})")
         return cls(**data)
 
 
@@ -149,11 +147,7 @@ def _encode(value: Any) -> Any:
 
 
 def _decode(value: Any) -> Any:
-    if (
-        isinstance(value, str)
-        and value
-        and all(p.lstrip("-").replace(".", "", 1).isdigit() for p in value.split("-"))
-    ):
+    if isinstance(value, str) and value and all(p.lstrip("-").replace(".", "", 1).isdigit() for p in value.split("-")):
         parts = value.split("-")
         return [int(p) if p.isdigit() else float(p) for p in parts]
     return value
@@ -287,13 +281,9 @@ def build_parser(kind: str, description: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--samples", type=int, default=None, help="trials (sweep.samples)")
     p.add_argument("--workers-per-trial", type=int, default=None, help="Ray Train workers per trial")
-    p.add_argument(
-        "--max-concurrent", type=int, default=None, help="trials at once (default: from the cluster)"
-    )
+    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: from the cluster)")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="local directory or s3://bucket/prefix")
-    p.add_argument(
-        "--data", action="append", default=None, help="train shards: URL, brace pattern or manifest"
-    )
+    p.add_argument("--data", action="append", default=None, help="train shards: URL, brace pattern or manifest")
     p.add_argument("--val", action="append", default=None, help="validation shards (the promotion metric)")
     p.add_argument("--teacher", default=None, help="teacher FAN checkpoint (default: train/reuse one)")
     p.add_argument("--name", default=None, help=f"sweep name (default {kind.replace('_', '-')}-<profile>)")
@@ -482,9 +472,7 @@ def ensure_teacher(sweep: Sweep) -> str:
         result = trainer.fit()
     except ray.train.TrainingFailedError as err:
         lines = [line for line in str(err).splitlines() if line.strip()]
-        raise UserError(
-            f"training the teacher FAN failed: {lines[-1] if lines else type(err).__name__}"
-        ) from None
+        raise UserError(f"training the teacher FAN failed: {lines[-1] if lines else type(err).__name__}") from None
     if result.checkpoint is None:
         raise UserError("the teacher FAN run finished without a checkpoint")
     url = checkpoint_url(result.checkpoint.path, root)
@@ -576,9 +564,7 @@ def build_tuner(sweep: Sweep, teacher: str) -> Any:
         mode: str | list[str] = [s.mode, "max"]
     else:
         metric, mode = s.metric, s.mode
-    searcher = OptunaSearch(
-        metric=metric, mode=mode, seed=s.seed, points_to_evaluate=[default_point(sweep.space, cfg)]
-    )
+    searcher = OptunaSearch(metric=metric, mode=mode, seed=s.seed, points_to_evaluate=[default_point(sweep.space, cfg)])
     use_gpu = bool(cfg["train"]["use_gpu"]) if cfg["train"]["use_gpu"] is not None else False
     if cfg["train"]["use_gpu"] is None:
         import ray
@@ -680,9 +666,7 @@ def trial_rows(results: Any, sweep: Sweep) -> tuple[list[dict[str, Any]], list[A
                 params = {k: cfg[k] for k in sweep.space if k in cfg}
                 metrics = {k: rec.get(k) for k in REPORT_KEYS if k in rec}
                 metrics["training_iteration"] = rec.get("training_iteration")
-                candidates.append(
-                    Candidate(checkpoint_url(ckpt, sweep.storage), metrics, str(trial_id), params)
-                )
+                candidates.append(Candidate(checkpoint_url(ckpt, sweep.storage), metrics, str(trial_id), params))
         if best is not None:
             row.update({k: best.get(k) for k in REPORT_KEYS if k in best})
         rows.append(row)

@@ -130,9 +130,7 @@ def test_skips_a_best_whose_checkpoint_was_deleted(history: list[Candidate], tmp
     assert champ is not None and champ.manifest["source"] == history[5].checkpoint  # b epoch 3: 0.40
 
 
-def test_pull_verifies_and_prints(
-    history: list[Candidate], tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
+def test_pull_verifies_and_prints(history: list[Candidate], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     promote(history, str(tmp_path / "store"), "s")
     dest = tmp_path / "pulled"
     manifest = pull(str(tmp_path / "store" / "champions" / "s"), dest)

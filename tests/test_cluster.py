@@ -296,9 +296,7 @@ def test_rayjob_matches_crd_fields() -> None:
         assert group["minReplicas"] <= group.get("replicas", group["minReplicas"]) <= group["maxReplicas"]
 
     # S3 by IRSA: every pod runs as the annotated service account, and no keys are in the manifest.
-    pods = [cluster["headGroupSpec"]["template"], spec["submitterPodTemplate"]] + [
-        g["template"] for g in workers
-    ]
+    pods = [cluster["headGroupSpec"]["template"], spec["submitterPodTemplate"]] + [g["template"] for g in workers]
     accounts = {p["spec"].get("serviceAccountName") for p in pods}
     assert len(accounts) == 1 and None not in accounts
     docs = list(yaml.safe_load_all((CLUSTER / "kuberay-rayjob.yaml").read_text()))
@@ -462,9 +460,7 @@ def test_local_cluster_up_status_down(local_cluster_env: dict[str, str]) -> None
     down = _sh(env, "down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert not (base / ".run" / "s3.pid").exists() and not (base / ".run" / "ray.pid").exists()
-    leftovers = _processes_mentioning(env["SUPERFAN_RAY_TEMP_DIR"]) + _processes_mentioning(
-        str(base / ".run")
-    )
+    leftovers = _processes_mentioning(env["SUPERFAN_RAY_TEMP_DIR"]) + _processes_mentioning(str(base / ".run"))
     assert not leftovers, f"processes left after down: {leftovers}"
     with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
         urllib.request.urlopen(f"{dotenv['RAY_ADDRESS']}/api/version", timeout=3)

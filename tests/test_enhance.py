@@ -262,10 +262,7 @@ def test_bad_boxes_file_is_one_line_error(
     assert _cli(str(checkpoint_dir), photo, "--boxes", str(broken), "-o", str(tmp_path / "o")) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not valid JSON" in err
-    assert (
-        _cli(str(checkpoint_dir), photo, "--boxes", str(tmp_path / "nope.txt"), "-o", str(tmp_path / "o"))
-        == 2
-    )
+    assert _cli(str(checkpoint_dir), photo, "--boxes", str(tmp_path / "nope.txt"), "-o", str(tmp_path / "o")) == 2
     assert "boxes file not found" in capsys.readouterr().err
 
 
@@ -359,9 +356,7 @@ def test_landmark_mapping_round_trip_through_a_known_transform(tiny_models: tupl
     res_crop = enh.enhance([crop])
     np.testing.assert_allclose(res_crop.landmarks_sr[0], known.numpy(), atol=0.02)
     # crop frame: x_sr = (x + 0.5) * 64 / side - 0.5, exactly inverted.
-    np.testing.assert_allclose(
-        res_crop.landmarks[0], (res_crop.landmarks_sr[0] + 0.5) * side / 64 - 0.5, atol=1e-9
-    )
+    np.testing.assert_allclose(res_crop.landmarks[0], (res_crop.landmarks_sr[0] + 0.5) * side / 64 - 0.5, atol=1e-9)
 
     # The same square in photo pixels: crop pixel c covers photo [o + scale*c, o + scale*(c+1)).
     face_h = 50 / 64 * side * scale
@@ -370,9 +365,7 @@ def test_landmark_mapping_round_trip_through_a_known_transform(tiny_models: tupl
     res_photo = enh.enhance_boxes(photo, [box])
     m = crop_matrix((box[0], box[1], box[0] + box[2], box[1] + box[3]), 64, 50.0)
     np.testing.assert_allclose(res_photo.matrices[0], m)
-    np.testing.assert_allclose(
-        res_photo.landmarks[0], transform_points(res_photo.landmarks_sr[0], invert_affine(m))
-    )
+    np.testing.assert_allclose(res_photo.landmarks[0], transform_points(res_photo.landmarks_sr[0], invert_affine(m)))
     # Known transform crop -> photo: x_photo = scale * (x_crop + 0.5) - 0.5 + offset.
     expected = scale * (res_crop.landmarks[0] + 0.5) - 0.5 + np.array([ox, oy])
     np.testing.assert_allclose(res_photo.landmarks[0], expected, atol=1e-6)
@@ -397,9 +390,7 @@ def test_window_sampling_is_exact_on_a_linear_image() -> None:
     from superfan.infer import compose, pixel_resize_matrix
 
     inv = invert_affine(compose(pixel_resize_matrix(64, n), window))
-    uv = (
-        np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="xy"), -1).reshape(-1, 2).astype(np.float64)
-    )
+    uv = np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="xy"), -1).reshape(-1, 2).astype(np.float64)
     src = transform_points(uv, inv)
     np.testing.assert_allclose(crop[0].numpy().reshape(-1), src[:, 0] / w, atol=1e-5)
     np.testing.assert_allclose(crop[1].numpy().reshape(-1), src[:, 1] / h, atol=1e-5)
@@ -429,9 +420,7 @@ def test_teacher_fallback_and_fan_only_checkpoint(tiny_models: tuple[Any, Any, A
     with pytest.raises(UserError, match="FAN-only"):
         Enhancer.from_checkpoint(teacher)
     heat = tmp_path / "heatmap"
-    save_checkpoint(
-        heat, _payload(generator, None, cfg, stage="heatmap", stage_kind="heatmap", teacher=str(teacher))
-    )
+    save_checkpoint(heat, _payload(generator, None, cfg, stage="heatmap", stage_kind="heatmap", teacher=str(teacher)))
     enh = Enhancer.from_checkpoint(heat)
     assert enh.fan_source.startswith("teacher")
     res = enh.enhance([np.zeros((20, 20, 3), np.uint8)])
@@ -448,9 +437,7 @@ def test_champion_is_verified_before_use(
     from superfan.errors import IntegrityError
     from superfan.infer import Enhancer
 
-    champ = promote(
-        [Candidate(str(checkpoint_dir), {"val_auc_balanced": 0.5}, "trial_0")], str(tmp_path), "lw"
-    )
+    champ = promote([Candidate(str(checkpoint_dir), {"val_auc_balanced": 0.5}, "trial_0")], str(tmp_path), "lw")
     assert champ is not None
     by_root = Enhancer.from_checkpoint(tmp_path / "champions" / "lw", device="cpu")
     assert by_root.manifest is not None and by_root.manifest["version"] == champ.version
@@ -501,9 +488,7 @@ def test_bench_enhance_reports_faces_per_second(capsys: pytest.CaptureFixture[st
 
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
-    args = parser.parse_args(
-        ["--profile", "tiny", "--batches", "1,8", "--seconds", "0.2", "--device", "cpu", "--json"]
-    )
+    args = parser.parse_args(["--profile", "tiny", "--batches", "1,8", "--seconds", "0.2", "--device", "cpu", "--json"])
     assert bench.run(args) == 0
     result = json.loads(capsys.readouterr().out)
     assert [r["batch"] for r in result["rows"]] == [1, 8]
@@ -512,9 +497,7 @@ def test_bench_enhance_reports_faces_per_second(capsys: pytest.CaptureFixture[st
     assert "4.6 s" in result["paper_reference"]
 
 
-def test_bad_device_is_one_line_error(
-    checkpoint_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bad_device_is_one_line_error(checkpoint_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from PIL import Image
 
     img = tmp_path / "a.png"

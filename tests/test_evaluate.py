@@ -226,9 +226,7 @@ def test_evaluate_models_writes_tables_json_and_figures(faces: dict, tmp_path: P
 
 def test_evaluate_models_max_faces_and_empty_bin(faces: dict, tmp_path: Path) -> None:
     oracle = OracleFAN(faces)
-    res = evaluate_models(
-        standard_methods(oracle), _batches(faces), Config(), tmp_path, max_faces=3, samples=0
-    )
+    res = evaluate_models(standard_methods(oracle), _batches(faces), Config(), tmp_path, max_faces=3, samples=0)
     # faces 0..2: yaw 5, -12, 30 -> the 60-90 bin is empty: no value, "–" in the tables, not in balanced
     assert res["faces"]["all"] == 3
     row = {r["method"]: r for r in res["table2"]}["FAN-HR"]
@@ -302,9 +300,7 @@ def test_methods_from_checkpoints_builds_the_paper_rows(faces: dict, tmp_path: P
                 "fan": fan.state_dict(),
             },
         )
-    methods, meta = methods_from_checkpoints(
-        str(tmp_path / "t"), [str(tmp_path / "pixel"), str(tmp_path / "end2end")]
-    )
+    methods, meta = methods_from_checkpoints(str(tmp_path / "t"), [str(tmp_path / "pixel"), str(tmp_path / "end2end")])
     assert [m.name for m in methods] == [
         "FAN-bilinear",
         "FAN-pixel",

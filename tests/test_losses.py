@@ -150,10 +150,7 @@ def test_weighted_total_is_eq5_over_the_terms_present() -> None:
             "losses.adversarial.weight": 0.1,
         },
     )
-    t = {
-        k: torch.tensor(v)
-        for k, v in {"pixel": 1.0, "perceptual": 2.0, "heatmap": 4.0, "adversarial": -3.0}.items()
-    }
+    t = {k: torch.tensor(v) for k, v in {"pixel": 1.0, "perceptual": 2.0, "heatmap": 4.0, "adversarial": -3.0}.items()}
     assert L.weighted_total(t, cfg.losses).item() == pytest.approx(2 + 1 + 1 - 0.3)
     assert L.weighted_total(t, cfg).item() == pytest.approx(2 + 1 + 1 - 0.3)  # the whole config works too
     assert L.weighted_total({"pixel": t["pixel"]}, cfg.losses).item() == pytest.approx(2.0)

@@ -29,9 +29,7 @@ def _pairs(kind: str, n: int = 3, size: int = 64) -> tuple[torch.Tensor, torch.T
         sr = (hr + 0.15 * torch.randn(hr.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
     else:  # structured: smooth faces-like gradients + edges, and a blurred/shifted reconstruction
         yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
-        base = torch.stack(
-            [0.5 + 0.4 * torch.sin(3 * xx), 0.5 + 0.4 * torch.cos(2 * yy), (xx * xx + yy * yy < 0.5)]
-        )
+        base = torch.stack([0.5 + 0.4 * torch.sin(3 * xx), 0.5 + 0.4 * torch.cos(2 * yy), (xx * xx + yy * yy < 0.5)])
         hr = torch.stack([base.roll(k * 3, dims=-1) for k in range(n)]).double().clamp(0, 1)
         sr = F.interpolate(F.avg_pool2d(hr, 4), size=size, mode="bilinear", align_corners=False).clamp(0, 1)
     return sr, hr

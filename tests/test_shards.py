@@ -183,9 +183,7 @@ def test_cli_summary_and_nothing_packed_exit_code(tmp_path: Path, capsys: pytest
     # Everything rejected: non-zero exit with one line, and no manifest.
     for p in (tmp_path / "src").glob("good*.jpg"):
         p.unlink()
-    assert (
-        main(["pack", "300w", str(tmp_path / "src"), str(tmp_path / "out2"), "--split", "x", "--quiet"]) == 2
-    )
+    assert main(["pack", "300w", str(tmp_path / "src"), str(tmp_path / "out2"), "--split", "x", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nothing packed" in err
     assert not (tmp_path / "out2" / "manifest.json").exists()
@@ -203,9 +201,7 @@ def test_mat_reader_300wlp_and_aflw2000_layouts(tmp_path: Path) -> None:
     scipy.io.savemat(tmp_path / "AFW_1_0.mat", {"pt2d": (pts + 1).T, "Pose_Para": pose_para})  # 300W-LP 2x68
     write_image(tmp_path / "image00002.jpg")
     pt3d = np.vstack([(pts + 1).T, np.zeros((1, 68))])
-    scipy.io.savemat(
-        tmp_path / "image00002.mat", {"pt3d_68": pt3d, "pt2d": np.zeros((2, 21)), "Pose_Para": pose_para}
-    )
+    scipy.io.savemat(tmp_path / "image00002.mat", {"pt3d_68": pt3d, "pt2d": np.zeros((2, 21)), "Pose_Para": pose_para})
     write_image(tmp_path / "rows.jpg")
     scipy.io.savemat(tmp_path / "rows.mat", {"pt2d": pts + 1})  # 68x2, no pose -> estimated later
     write_image(tmp_path / "aflw21.jpg")
@@ -371,9 +367,7 @@ def test_refuses_to_overwrite_without_flag(tmp_path: Path, capsys: pytest.Captur
     out = tmp_path / "out"
     args = ["pack", "300w", str(src), str(out), "--split", "train", "--quiet", "--shard-size", "1"]
     assert main(args) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"] + [
-        f"train-00000{i}.tar" for i in range(3)
-    ]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"] + [f"train-00000{i}.tar" for i in range(3)]
     before = (out / "manifest.json").read_text()
     capsys.readouterr()
     assert main(args) == 2

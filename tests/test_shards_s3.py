@@ -99,9 +99,7 @@ def test_pack_faces_300w_to_s3_and_read_back(
     assert manifest["crop"]["size"] == 256 and manifest["crop"]["context"] == 2.4
     assert verify(prefix)["samples"] == 300
     listed = storage.list_files(prefix.rsplit("/", 1)[0])
-    assert sorted(listed) == sorted(
-        ["300w-val/manifest.json"] + [f"300w-val/{s['name']}" for s in manifest["shards"]]
-    )
+    assert sorted(listed) == sorted(["300w-val/manifest.json"] + [f"300w-val/{s['name']}" for s in manifest["shards"]])
 
     worst = 0.0
     pixel_errors = []
@@ -119,9 +117,7 @@ def test_pack_faces_300w_to_s3_and_read_back(
             # PIL's affine maps output corner coordinates to input corner coordinates.
             a, b, c = inv[0, 0], inv[0, 1], inv[0, 2] + 0.5 - 0.5 * inv[0, 0]
             d, e, f = inv[1, 0], inv[1, 1], inv[1, 2] + 0.5 - 0.5 * inv[1, 1]
-            ref = src.transform(
-                (256, 256), Image.Transform.AFFINE, (a, b, c, d, e, f), Image.Resampling.BILINEAR
-            )
+            ref = src.transform((256, 256), Image.Transform.AFFINE, (a, b, c, d, e, f), Image.Resampling.BILINEAR)
             got = np.asarray(Image.open(io.BytesIO(s["jpg"])).convert("RGB"), dtype=float)
             pixel_errors.append(float(np.abs(got - np.asarray(ref, dtype=float)).mean()))
     assert worst < 0.5, f"landmarks moved by {worst:.3f} px in the round trip"
@@ -134,9 +130,7 @@ def test_pack_faces_300w_to_s3_and_read_back(
 def test_full_pack_faces_300w_with_two_workers(faces_300w: Path, s3_env: dict[str, str]) -> None:
     prefix = f"s3://superfan/test-{uuid.uuid4().hex[:8]}/300w-train"
     t0 = time.perf_counter()
-    assert (
-        main(["pack", "300w", str(faces_300w), prefix, "--split", "train", "--workers", "2", "--quiet"]) == 0
-    )
+    assert main(["pack", "300w", str(faces_300w), prefix, "--split", "train", "--workers", "2", "--quiet"]) == 0
     seconds = time.perf_counter() - t0
     manifest, samples = read_back(prefix)
     assert manifest["samples"] == len(samples) == 2012
@@ -159,9 +153,7 @@ def _clean_env() -> dict[str, str]:
 
 def test_unreachable_endpoint_is_one_line(faces_300w: Path) -> None:
     env = _clean_env()
-    env.update(
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}", AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y"
-    )
+    env.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}", AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y")
     proc = _cli(env, "s3://superfan/nowhere", faces_300w)
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()

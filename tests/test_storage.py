@@ -37,9 +37,7 @@ def test_s3_round_trip(s3_env: dict[str, str], tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_s3_bad_credentials_and_unreachable_endpoint(
-    s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_s3_bad_credentials_and_unreachable_endpoint(s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     with pytest.raises(StorageError, match="access denied|S3 error"):
         storage.write_bytes("s3://superfan/k", b"x")

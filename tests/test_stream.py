@@ -39,9 +39,7 @@ def _write_shards(dest: Path) -> list[str]:
                         "pose_source": "ground-truth",
                         "dataset": "synthetic", "bbox": list(landmark_box(pts))}  # fmt: skip
                 if key in NO_LANDMARKS:
-                    meta.update(
-                        landmarks=None, visible=None, yaw=None, pitch=None, roll=None, pose_source=None
-                    )
+                    meta.update(landmarks=None, visible=None, yaw=None, pitch=None, roll=None, pose_source=None)
                 sink.write({"__key__": key, "hr.jpg": buf.getvalue(), "json": json.dumps(meta).encode()})
         shards.append({"name": name, "samples": PER_SHARD})
     manifest = {
@@ -102,9 +100,7 @@ def test_train_batches_follow_the_contract(shard_dir: Path, workers: int) -> Non
         for i, key in enumerate(b["key"]):
             if key in NO_LANDMARKS:
                 assert not b["has_landmarks"][i] and torch.isnan(b["landmarks"][i]).all()
-                assert (
-                    (b["heatmaps"][i] == 0).all() and math.isnan(b["yaw"][i]) and b["pose_source"][i] is None
-                )
+                assert (b["heatmaps"][i] == 0).all() and math.isnan(b["yaw"][i]) and b["pose_source"][i] is None
             else:
                 assert b["has_landmarks"][i] and b["pose_source"][i] == "ground-truth"
                 assert b["heatmaps"][i].amax(dim=(1, 2)).min() > 0.3
@@ -167,7 +163,5 @@ def test_stream_from_s3(shard_dir: Path, s3_env: dict[str, str]) -> None:
         assert sorted(k for b in remote for k in b["key"]) == sorted(k for b in local for k in b["key"])
     remote = list(make_loader(f"{prefix}/train-{{000000..000002}}.tar", cfg, train=False, num_workers=0))
     assert torch.equal(torch.cat([b["hr"] for b in remote]), torch.cat([b["hr"] for b in local]))
-    train = list(
-        make_loader(f"{prefix}/manifest.json", _cfg(samples_per_epoch=32), train=True, num_workers=2)
-    )
+    train = list(make_loader(f"{prefix}/manifest.json", _cfg(samples_per_epoch=32), train=True, num_workers=2))
     assert len(train) == 8 and all(b["lr"].shape == (4, 3, 16, 16) for b in train)

@@ -62,9 +62,7 @@ search:
 
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(
-        RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    )
+    env.update(RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
     env.pop("RAY_ADDRESS", None)
     env.update(extra)
     return env
@@ -103,11 +101,7 @@ def local_inputs(tmp_path_factory: pytest.TempPathFactory, sweep_yaml: Path) -> 
     urls = {}
     for split, n, seed in (("train", 32, 0), ("val", 16, 1)):
         dest = str(root / split)
-        pack(
-            PackOptions(
-                format="synthetic", src=str(n), dest=dest, split=split, seed=seed, workers=1, progress=False
-            )
-        )
+        pack(PackOptions(format="synthetic", src=str(n), dest=dest, split=split, seed=seed, workers=1, progress=False))
         urls[split] = f"{dest}/manifest.json"
     cfg = load_config(str(sweep_yaml))
     save_checkpoint(
@@ -144,9 +138,7 @@ def _result_rows(trial_dirs: list[str], read: Any) -> list[dict[str, Any]]:
 # -------------------------------------------------------------------------------------------------- S3
 
 
-def test_sweep_on_s3_promotes_a_verified_champion(
-    s3_env: dict[str, str], sweep_yaml: Path, tmp_path: Path
-) -> None:
+def test_sweep_on_s3_promotes_a_verified_champion(s3_env: dict[str, str], sweep_yaml: Path, tmp_path: Path) -> None:
     from superfan import storage
     from superfan.champion import pull, verify_champion
     from superfan.checkpoint import load_checkpoint
@@ -167,9 +159,7 @@ def test_sweep_on_s3_promotes_a_verified_champion(
     assert pulled == manifest
     for key in ("val_auc_balanced", "val_auc_0_30", "val_auc_30_60", "val_auc_60_90", "val_psnr", "val_ssim"):
         assert isinstance(manifest["metrics"][key], float)
-    assert manifest["config"]["profile"] == "tiny" and manifest["source"].startswith(
-        f"{store}/trials/s3-sweep/"
-    )
+    assert manifest["config"]["profile"] == "tiny" and manifest["source"].startswith(f"{store}/trials/s3-sweep/")
     payload = load_checkpoint(tmp_path / "champion")
     assert payload["stage_kind"] == "heatmap" and payload["generator"] is not None
 
@@ -297,9 +287,7 @@ def ray_cluster() -> Iterator[tuple[str, dict[str, str]]]:
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"ray start failed:\n{(Path(temp) / 'ray-start.log').read_text()}"
-                    ) from None
+                    raise RuntimeError(f"ray start failed:\n{(Path(temp) / 'ray-start.log').read_text()}") from None
                 time.sleep(1)
         yield address, env
     finally:

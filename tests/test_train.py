@@ -71,8 +71,7 @@ def test_one_step_moves_exactly_the_stage_networks(kind: str) -> None:
         assert moved == (name in trains), f"{kind}: {name} moved={moved}, should train={name in trains}"
     expected = {"fan": {"heatmap_gt"}, "pixel": {"pixel"}, "feature": {"pixel", "perceptual"}}.get(
         kind,
-        {"pixel", "perceptual", "heatmap"}
-        | ({"adversarial", "critic"} if kind in {"gan", "end2end"} else set()),
+        {"pixel", "perceptual", "heatmap"} | ({"adversarial", "critic"} if kind in {"gan", "end2end"} else set()),
     )
     assert expected <= set(out), f"{kind}: losses {sorted(out)}"
 
@@ -209,9 +208,7 @@ def test_resume_continues_step_count_lr_schedule_and_weights(tmp_path: Path, tea
         assert torch.allclose(v.float(), b["generator"][k].float(), atol=1e-6), k
 
 
-def test_chain_moves_from_stage_to_stage_and_resumes_at_stage_boundary(
-    tmp_path: Path, teacher_ckpt: str
-) -> None:
+def test_chain_moves_from_stage_to_stage_and_resumes_at_stage_boundary(tmp_path: Path, teacher_ckpt: str) -> None:
     cfg = micro_config()
     cfg.stages = [
         StageConfig(name="pixel", kind="pixel", epochs=1),
@@ -236,9 +233,7 @@ def test_chain_moves_from_stage_to_stage_and_resumes_at_stage_boundary(
 
 def _tree_hash(d: Path) -> dict[str, str]:
     return {
-        str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(d.rglob("*"))
-        if p.is_file()
+        str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*")) if p.is_file()
     }
 
 

@@ -25,25 +25,15 @@ pytestmark = pytest.mark.slow
 def _template() -> list[tuple[float, float]]:
     """A plausible frontal 68-point layout in a unit face box (iBUG order)."""
     # jaw, ear to ear through the chin
-    pts = [
-        (0.5 - 0.5 * math.cos(math.pi * i / 16), 0.35 + 0.65 * math.sin(math.pi * i / 16)) for i in range(17)
-    ]
+    pts = [(0.5 - 0.5 * math.cos(math.pi * i / 16), 0.35 + 0.65 * math.sin(math.pi * i / 16)) for i in range(17)]
     for cx in (0.3, 0.7):  # brows
         pts += [(cx - 0.12 + 0.06 * k, 0.18 - 0.03 * math.sin(math.pi * k / 4)) for k in range(5)]
     pts += [(0.5, 0.3 + 0.07 * k) for k in range(4)]  # nose bridge
     pts += [(0.42 + 0.04 * k, 0.6 + 0.02 * abs(k - 2) * -1) for k in range(5)]  # nose base
     for cx in (0.32, 0.68):  # eyes
-        pts += [
-            (cx + 0.08 * math.cos(a), 0.32 + 0.03 * math.sin(a)) for a in [math.pi * k / 3 for k in range(6)]
-        ]
-    pts += [
-        (0.5 + 0.17 * math.cos(a), 0.78 + 0.07 * math.sin(a))
-        for a in [math.pi * (1 - k / 6) for k in range(12)]
-    ]
-    pts += [
-        (0.5 + 0.1 * math.cos(a), 0.78 + 0.03 * math.sin(a))
-        for a in [math.pi * (1 - k / 4) for k in range(8)]
-    ]
+        pts += [(cx + 0.08 * math.cos(a), 0.32 + 0.03 * math.sin(a)) for a in [math.pi * k / 3 for k in range(6)]]
+    pts += [(0.5 + 0.17 * math.cos(a), 0.78 + 0.07 * math.sin(a)) for a in [math.pi * (1 - k / 6) for k in range(12)]]
+    pts += [(0.5 + 0.1 * math.cos(a), 0.78 + 0.03 * math.sin(a)) for a in [math.pi * (1 - k / 4) for k in range(8)]]
     assert len(pts) == 68
     return pts
 
@@ -211,12 +201,8 @@ def test_two_worker_run_on_s3_survives_a_killed_worker_and_resumes(
     assert final["stage_kind"] == "end2end" and final["step"] == 6
 
     # A new run resumed from the first run's gan checkpoint trains only the end2end stage.
-    gan_ckpt = next(
-        checkpoint_url(c.path, storage_root) for c, cm in result.best_checkpoints if cm["stage"] == "gan"
-    )
-    trainer2 = build_trainer(
-        cfg, name="resumed", storage=storage_root, teacher=str(teacher), resume_from=gan_ckpt
-    )
+    gan_ckpt = next(checkpoint_url(c.path, storage_root) for c, cm in result.best_checkpoints if cm["stage"] == "gan")
+    trainer2 = build_trainer(cfg, name="resumed", storage=storage_root, teacher=str(teacher), resume_from=gan_ckpt)
     result2 = trainer2.fit()
     m2 = result2.metrics
     assert (m2["stage"], m2["global_epoch"], m2["step"], m2["resumed_from_step"]) == ("end2end", 3, 6, 4)

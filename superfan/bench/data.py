@@ -118,12 +118,8 @@ def run(args: argparse.Namespace) -> int:
 
             local_dir = Path(tmp.name, "shards")
             t0 = time.perf_counter()
-            write_synthetic_shards(
-                str(local_dir), args.faces, seed=0, shard_size=250, workers=os.cpu_count() or 1
-            )
-            print(
-                f"generated {args.faces} synthetic faces in {time.perf_counter() - t0:.1f} s -> {local_dir}"
-            )
+            write_synthetic_shards(str(local_dir), args.faces, seed=0, shard_size=250, workers=os.cpu_count() or 1)
+            print(f"generated {args.faces} synthetic faces in {time.perf_counter() - t0:.1f} s -> {local_dir}")
             local = str(local_dir / "manifest.json")
         sources = [("local", local)]
         if not args.no_s3:
@@ -144,14 +140,9 @@ def run(args: argparse.Namespace) -> int:
                 r = measure(urls, cfg, w, args.samples)
                 rows.append((name, w, r))
                 print(f"  {name:5s} workers={w}: {r['samples_s']:8.0f} samples/s", flush=True)
-        base = next(
-            (r["samples_s"] for n, w, r in rows if n == "local" and w == counts[0]), rows[0][2]["samples_s"]
-        )
+        base = next((r["samples_s"] for n, w, r in rows if n == "local" and w == counts[0]), rows[0][2]["samples_s"])
         print()
-        print(
-            f"data stream: batch {args.batch_size}, real_world={cfg.degrade.real_world}, "
-            f"{os.cpu_count()} CPUs"
-        )
+        print(f"data stream: batch {args.batch_size}, real_world={cfg.degrade.real_world}, {os.cpu_count()} CPUs")
         head = f"{'source':6s} {'workers':>7s} {'samples/s':>10s} {'per worker':>11s} {'vs base':>8s} "
         head += f"{'first batch s':>13s} {'main peak MB':>12s} {'worker peak MB':>14s}"
         print(head)

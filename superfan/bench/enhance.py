@@ -23,16 +23,10 @@ PAPER_FACES_PER_S = 1000 / 4.6
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint", default=None, help="champion/checkpoint (default: random paper-size models)"
-    )
+    parser.add_argument("--checkpoint", default=None, help="champion/checkpoint (default: random paper-size models)")
     parser.add_argument("--profile", default="paper", help="config profile for random models (default paper)")
-    parser.add_argument(
-        "--batches", default="1,64,256", help="comma-separated batch sizes (default 1,64,256)"
-    )
-    parser.add_argument(
-        "--crop", type=int, default=32, help="side of the input face crops in px (default 32)"
-    )
+    parser.add_argument("--batches", default="1,64,256", help="comma-separated batch sizes (default 1,64,256)")
+    parser.add_argument("--crop", type=int, default=32, help="side of the input face crops in px (default 32)")
     parser.add_argument("--seconds", type=float, default=2.0, help="minimum timed seconds per batch size")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -112,17 +106,13 @@ def run(args: argparse.Namespace) -> int:
 
         gen_fps, _ = _time(generator_only, batch, device, args.seconds)
         full_fps, n = _time(full, batch, device, args.seconds)
-        rows.append(
-            {"batch": batch, "enhance_faces_per_s": full_fps, "generator_faces_per_s": gen_fps, "faces": n}
-        )
+        rows.append({"batch": batch, "enhance_faces_per_s": full_fps, "generator_faces_per_s": gen_fps, "faces": n})
     base = next((r for r in rows if r["batch"] == 1), rows[0])
     for r in rows:
         r["enhance_vs_batch1"] = r["enhance_faces_per_s"] / base["enhance_faces_per_s"]
         r["generator_vs_paper"] = r["generator_faces_per_s"] / PAPER_FACES_PER_S
     device_name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"cpu ({torch.get_num_threads()} threads)"
+        torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     )
     result = {
         "device": device_name,
@@ -138,14 +128,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(f"superfan bench enhance on {device_name}, {result['precision']}; models: {enhancer.source}")
-    print(
-        f"  generator {gen_params / 1e6:.2f} M params, FAN {fan_params / 1e6:.2f} M params; "
-        f"{args.crop}px crops"
-    )
+    print(f"  generator {gen_params / 1e6:.2f} M params, FAN {fan_params / 1e6:.2f} M params; {args.crop}px crops")
     print(f"  paper (A1.4): generator 1,000 faces in 4.6 s on a Titan X = {PAPER_FACES_PER_S:.0f} faces/s")
     print(
-        f"  {'batch':>6} {'enhance faces/s':>16} {'vs batch 1':>11} {'generator faces/s':>18} "
-        f"{'1000 faces (gen)':>17}"
+        f"  {'batch':>6} {'enhance faces/s':>16} {'vs batch 1':>11} {'generator faces/s':>18} {'1000 faces (gen)':>17}"
     )
     for r in rows:
         secs = 1000 / r["generator_faces_per_s"]

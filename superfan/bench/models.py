@@ -59,9 +59,7 @@ def _inputs(batch: int, device: Any) -> Any:
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
-def time_forwards(
-    models: dict[str, Any], batch: int, iters: int, warmup: int, device: Any
-) -> dict[str, float]:
+def time_forwards(models: dict[str, Any], batch: int, iters: int, warmup: int, device: Any) -> dict[str, float]:
     """Median seconds per forward of ``batch`` LR images for each model.
 
     Models are timed in alternation, one forward each per round, and the median is kept, so that load
@@ -128,11 +126,7 @@ def run(args: argparse.Namespace) -> int:
         )
     ratio = rows[0]["s_per_1000"] / rows[1]["s_per_1000"]
     fan_params = count_parameters(FAN(stacks=2, features=256))
-    where = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"CPU, {torch.get_num_threads()} threads"
-    )
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     mode = "bf16 autocast, channels_last" if device.type == "cuda" else "float32"
 
     print(
@@ -148,8 +142,7 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"time ratio 12-3-2 / 16-1-1: {ratio:.2f} (paper: {PAPER_RATIO:.2f}, 4.6 s vs 4.3 s on a Titan X)")
     print(
-        f"parameters: 12-3-2 {rows[0]['params']:,}; 16-1-1 {rows[1]['params']:,}; "
-        f"FAN-2 (256 features) {fan_params:,}"
+        f"parameters: 12-3-2 {rows[0]['params']:,}; 16-1-1 {rows[1]['params']:,}; FAN-2 (256 features) {fan_params:,}"
     )
 
     if args.json:

@@ -26,9 +26,7 @@ KINDS = ("pixel", "fan", "feature", "heatmap", "gan", "end2end")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="tiny", help="config profile (tiny, paper) or YAML path")
-    parser.add_argument(
-        "--batch", type=int, default=None, help="batch size per worker (default: the profile's)"
-    )
+    parser.add_argument("--batch", type=int, default=None, help="batch size per worker (default: the profile's)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per stage (after 1 warm-up step)")
     parser.add_argument("--stages", default=",".join(KINDS), help="comma-separated stage kinds")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
@@ -91,9 +89,7 @@ class _PeakRSS:
         self._t.join()
 
 
-def bench_stage(
-    kind: str, cfg: Any, batch: dict[str, Any], steps: int, device: torch.device
-) -> dict[str, Any]:
+def bench_stage(kind: str, cfg: Any, batch: dict[str, Any], steps: int, device: torch.device) -> dict[str, Any]:
     from superfan.config import StageConfig
     from superfan.models import FAN
     from superfan.train.stages import StageRunner, build_nets

@@ -73,9 +73,7 @@ def sample_params(rng: np.random.Generator, cfg: AugmentConfig) -> AugmentParams
     )
 
 
-def warp_matrix(
-    box: tuple[float, float, float, float], params: AugmentParams, cfg: AugmentConfig
-) -> np.ndarray:
+def warp_matrix(box: tuple[float, float, float, float], params: AugmentParams, cfg: AugmentConfig) -> np.ndarray:
     """2x3 map from shard-crop pixels to the ``hr_size`` window (face ``face_height`` px tall at scale 1)."""
     return crop_matrix(box, cfg.hr_size, float(cfg.face_height), params.scale, params.rotation, params.flip)
 

@@ -162,9 +162,7 @@ class FaceStream:
         if not self.train or n <= 1:
             yield from src
             return
-        yield from _shuffle(
-            src, bufsize=n, initial=min(n, 100), rng=random.Random(repr(self._seed("shuffle")))
-        )
+        yield from _shuffle(src, bufsize=n, initial=min(n, 100), rng=random.Random(repr(self._seed("shuffle"))))
 
     # 4. per sample: decode + one warp + landmarks
     def faces(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -342,9 +342,7 @@ def render_face(
     if np.ptp(inner[:, 1]) > scale * 2:
         _draw_polygon(draw, inner, fill=(40, 15, 15))
         teeth = landmarks[[60, 61, 62, 63, 64]]
-        draw.line(
-            [tuple(map(float, q)) for q in teeth], fill=tone(np.array([230.0, 225, 210])), width=width_px
-        )
+        draw.line([tuple(map(float, q)) for q in teeth], fill=tone(np.array([230.0, 225, 210])), width=width_px)
     draw.line(
         [tuple(map(float, landmarks[i])) for i in (60, 61, 62, 63, 64)],
         fill=tone(lip_col * 0.45),

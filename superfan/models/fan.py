@@ -108,8 +108,7 @@ class FAN(nn.Module):
         super().__init__()
         if stacks < 1 or landmarks < 1 or hourglass_depth < 1:
             raise ConfigError(
-                f"FAN needs stacks, landmarks and hourglass_depth >= 1, got {stacks}, {landmarks}, "
-                f"{hourglass_depth}"
+                f"FAN needs stacks, landmarks and hourglass_depth >= 1, got {stacks}, {landmarks}, {hourglass_depth}"
             )
         if heatmap_size not in (16, 32, 64):
             raise ConfigError(f"FAN heatmap_size must be 16, 32 or 64 for a 64 px input, got {heatmap_size}")

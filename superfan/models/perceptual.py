@@ -48,14 +48,10 @@ def _load_state_dict(source: str) -> Mapping[str, torch.Tensor]:
     where = f"model.perceptual_weights {source!r}"
     try:
         if source.startswith(("http://", "https://")):
-            state = torch.hub.load_state_dict_from_url(
-                source, map_location="cpu", progress=False, weights_only=True
-            )
+            state = torch.hub.load_state_dict_from_url(source, map_location="cpu", progress=False, weights_only=True)
         else:
             if "://" in source and not source.startswith("file://"):
-                raise ConfigError(
-                    f"{where}: unsupported URL scheme (use a path, file://, http:// or https://)"
-                )
+                raise ConfigError(f"{where}: unsupported URL scheme (use a path, file://, http:// or https://)")
             path = Path(source.removeprefix("file://")).expanduser()
             if not path.is_file():
                 raise ConfigError(f"{where}: no such file")

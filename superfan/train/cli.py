@@ -25,18 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sr = sub.add_parser("superfan", help="train the Super-FAN stages (needs --teacher)")
     for p in (fan, sr):
         p.add_argument("--config", default="tiny", help="profile name (tiny, paper) or YAML path")
-        p.add_argument(
-            "--data", action="append", default=None, help="train shards: URL, brace pattern or manifest"
-        )
+        p.add_argument("--data", action="append", default=None, help="train shards: URL, brace pattern or manifest")
         p.add_argument("--val", action="append", default=None, help="validation shards (reported as val_*)")
-        p.add_argument(
-            "--storage", "--out", dest="storage", default=None, help="local dir or s3:// for Ray results"
-        )
+        p.add_argument("--storage", "--out", dest="storage", default=None, help="local dir or s3:// for Ray results")
         p.add_argument("--name", default=None, help="run name (re-using a name resumes that run)")
         p.add_argument("--workers", type=int, default=None, help="Ray Train workers (train.workers)")
-        p.add_argument(
-            "--init", default=None, help="checkpoint to start from (continues it if its stage is run)"
-        )
+        p.add_argument("--init", default=None, help="checkpoint to start from (continues it if its stage is run)")
         p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.batch_size=32")
     fan.add_argument("--epochs", type=int, default=None, help="epochs of the teacher stage")
     sr.add_argument("--teacher", default=None, help="teacher FAN checkpoint (from `superfan train fan`)")

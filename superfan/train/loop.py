@@ -61,8 +61,7 @@ def steps_per_epoch(cfg: Config, world_size: int) -> int:
                 total += int(json.loads(storage.read_text(url)).get("samples", 0))
         if total == 0:
             raise ConfigError(
-                "data.samples_per_epoch is unset and the train URLs are not manifests: "
-                "set data.samples_per_epoch"
+                "data.samples_per_epoch is unset and the train URLs are not manifests: set data.samples_per_epoch"
             )
         n = total // world_size
     return max(1, n // cfg.data.batch_size)
@@ -72,9 +71,7 @@ def _default_loader(cfg: Config, *, train: bool, rank: int, world_size: int, epo
     from superfan.data import make_loader
 
     urls = cfg.data.train if train else cfg.data.val
-    return make_loader(
-        urls, cfg, train=train, rank=rank, world_size=world_size, seed=cfg.data.seed, epoch=epoch
-    )
+    return make_loader(urls, cfg, train=train, rank=rank, world_size=world_size, seed=cfg.data.seed, epoch=epoch)
 
 
 def _dist() -> Any:
@@ -126,9 +123,7 @@ def _load_weights(nets: Nets, payload: dict[str, Any], names: Iterable[str]) -> 
 
 
 @torch.no_grad()
-def _validate_fan(
-    fan: nn.Module, cfg: Config, loader: Iterable[dict[str, Any]], device: torch.device
-) -> dict:
+def _validate_fan(fan: nn.Module, cfg: Config, loader: Iterable[dict[str, Any]], device: torch.device) -> dict:
     """Teacher stage: the FAN on HR faces (the upper-bound row of Table 2), same AUC/NME code as evaluate."""
     from superfan.faces import heatmaps_to_points
     from superfan.metrics import auc, auc_by_pose, nme
@@ -138,9 +133,7 @@ def _validate_fan(
         mask = batch["has_landmarks"].bool()
         if not mask.any():
             continue
-        pred = heatmaps_to_points(
-            fan(batch["hr"].to(device))[-1].float().cpu(), image_size=cfg.augment.hr_size
-        )
+        pred = heatmaps_to_points(fan(batch["hr"].to(device))[-1].float().cpu(), image_size=cfg.augment.hr_size)
         errs.append(torch.as_tensor(nme(pred[mask], batch["landmarks"][mask])).reshape(-1))
         yaws.append(batch["yaw"][mask].reshape(-1))
     if not errs:
@@ -165,9 +158,7 @@ def _validate_fan(
 def _validate(
     kind: str, nets: Nets, cfg: Config, loader: Iterable[dict[str, Any]], device: torch.device
 ) -> dict[str, Any]:
-    modes = {
-        n: getattr(nets, n).training for n in ("generator", "fan", "critic") if getattr(nets, n) is not None
-    }
+    modes = {n: getattr(nets, n).training for n in ("generator", "fan", "critic") if getattr(nets, n) is not None}
     try:
         for n in modes:
             getattr(nets, n).eval()
@@ -215,9 +206,7 @@ def run_training(
     teacher = None
     if any(k != "fan" for k in kinds):
         if not teacher_ref:
-            raise ConfigError(
-                "Super-FAN stages need the teacher FAN: pass --teacher CHECKPOINT (from `train fan`)"
-            )
+            raise ConfigError("Super-FAN stages need the teacher FAN: pass --teacher CHECKPOINT (from `train fan`)")
         teacher, _ = load_teacher(teacher_ref, device)
     nets = build_nets(cfg, kinds, device, teacher=teacher)
 
@@ -247,9 +236,7 @@ def run_training(
         resuming_here = restore_state is not None and si == stage_idx
         if stage.init_from and is_path_ref(stage.init_from) and not resuming_here:
             _load_weights(nets, load_checkpoint(stage.init_from), STAGE_SPECS[stage.kind].trains)
-        runner = StageRunner(
-            stage, cfg, nets, total_steps=stage.epochs * spe, device=device, wrap=wrap, debug=debug
-        )
+        runner = StageRunner(stage, cfg, nets, total_steps=stage.epochs * spe, device=device, wrap=wrap, debug=debug)
         if resuming_here:
             runner.load_state_dict(restore_state)  # type: ignore[arg-type]
         first_epoch = epoch0 if si == stage_idx else 0
@@ -273,9 +260,7 @@ def run_training(
                         last_val = _run_validation(stage.kind, nets, cfg, rank, device, loader_factory)
                     mid = {k: v / max(n, 1) for k, v in sums.items()}
                     report(
-                        _metrics(
-                            stage, si, epoch, global_epoch, global_step, runner, mid, last_val, partial=True
-                        ),
+                        _metrics(stage, si, epoch, global_epoch, global_step, runner, mid, last_val, partial=True),
                         None,
                     )
             elapsed = time.perf_counter() - t0
@@ -453,6 +438,4 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if ckpt is not None:
         with ckpt.as_directory() as d:
             resume = load_checkpoint(d)
-    run_training(
-        config, rank=rank, world_size=world, device=device, report=RayReporter(rank), wrap=wrap, resume=resume
-    )
+    run_training(config, rank=rank, world_size=world, device=device, report=RayReporter(rank), wrap=wrap, resume=resume)

@@ -107,9 +107,7 @@ def build_nets(cfg: Config, kinds: list[str], device: torch.device, teacher: nn.
         nets.generator = Generator.from_config(cfg.model.generator)
         nets.critic = Critic(channels=cfg.model.critic.channels)
     if any(s.needs_perceptual for s in specs):
-        nets.perceptual = PerceptualNet(
-            weights=cfg.model.perceptual_weights, layers=cfg.losses.perceptual.layers
-        )
+        nets.perceptual = PerceptualNet(weights=cfg.model.perceptual_weights, layers=cfg.losses.perceptual.layers)
     if "fan" in kinds:
         nets.fan = FAN.from_config(cfg.model.fan)
     elif teacher is not None:
@@ -256,9 +254,7 @@ class StageRunner:
         with self._autocast():
             preds = fan(hr)
             if bool(mask.any()):
-                loss = heatmap_loss(
-                    [p[mask].float() for p in preds], target[mask], self.cfg.losses.heatmap.type
-                )
+                loss = heatmap_loss([p[mask].float() for p in preds], target[mask], self.cfg.losses.heatmap.type)
             else:  # keep every DDP rank's graph alive; a zero gradient leaves RMSprop's weights unchanged
                 loss = sum(p.float().sum() for p in preds) * 0.0
         loss = self._poison(loss)

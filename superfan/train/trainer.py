@@ -112,9 +112,7 @@ def build_trainer(
     teacher = teacher or cfg.train.teacher
     if any(cfg.stage(n).kind != "fan" for n in names):
         if not teacher:
-            raise ConfigError(
-                "Super-FAN stages need the teacher FAN: pass --teacher CHECKPOINT (from `train fan`)"
-            )
+            raise ConfigError("Super-FAN stages need the teacher FAN: pass --teacher CHECKPOINT (from `train fan`)")
         import torch
 
         _, teacher_fan = load_teacher(teacher, torch.device("cpu"))
