@@ -553,9 +553,9 @@ def build_tuner(sweep: Sweep, teacher: str) -> Any:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     from superfan.train.trainer import storage_location
+    from sweeps.searcher import ResumableOptunaSearch
 
     s = sweep.settings
     cfg = sweep.config
@@ -564,7 +564,9 @@ def build_tuner(sweep: Sweep, teacher: str) -> Any:
         mode: str | list[str] = [s.mode, "max"]
     else:
         metric, mode = s.metric, s.mode
-    searcher = OptunaSearch(metric=metric, mode=mode, seed=s.seed, points_to_evaluate=[default_point(sweep.space, cfg)])
+    searcher = ResumableOptunaSearch(
+        metric=metric, mode=mode, seed=s.seed, points_to_evaluate=[default_point(sweep.space, cfg)]
+    )
     use_gpu = bool(cfg["train"]["use_gpu"]) if cfg["train"]["use_gpu"] is not None else False
     if cfg["train"]["use_gpu"] is None:
         import ray
