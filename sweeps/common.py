@@ -327,7 +327,8 @@ def plan(kind: str, args: argparse.Namespace) -> Sweep:
     if settings.workers_per_trial:
         cfg.train.workers = settings.workers_per_trial
     cfg.train.report_every_steps = 0  # one report per epoch: training_iteration == epochs for ASHA
-    # Ray's workers do not run in this directory: local paths must be absolute there.
+    # Trials build their trainers in Ray actors that do not run in this directory: local paths must be
+    # absolute before they leave the driver (build_trainer would resolve them against the actor's).
     if args.data:
         cfg.data.train = [storage.absolute(u) for u in args.data]
     if args.val:

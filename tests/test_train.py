@@ -299,3 +299,23 @@ def test_mid_epoch_reports_carry_counters_without_checkpoints(tmp_path: Path, te
     ]
     assert [r["global_epoch"] for r in rep.reports] == [0, 1, 1, 2]
     assert len(rep.checkpoints) == 2
+
+
+def test_trainer_ships_absolute_local_paths(tmp_path: Path, teacher_ckpt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray's workers run in another directory: relative data/teacher paths are anchored where the trainer is
+    built, URLs pass unchanged, and the caller's config is not modified."""
+    import os
+
+    from superfan.train.trainer import build_trainer
+
+    monkeypatch.chdir(tmp_path)
+    cfg = micro_config()
+    cfg.stages = [StageConfig(name="heatmap", kind="heatmap", epochs=1)]
+    cfg.data.train, cfg.data.val = ["shards/train/manifest.json"], ["s3://bucket/val/manifest.json"]
+    teacher = os.path.relpath(teacher_ckpt, tmp_path)
+    trainer = build_trainer(cfg, name="paths", storage=str(tmp_path / "runs"), teacher=teacher)
+    loop = trainer.train_loop_config
+    assert loop["config"]["data"]["train"] == [str(tmp_path / "shards/train/manifest.json")]
+    assert loop["config"]["data"]["val"] == ["s3://bucket/val/manifest.json"]
+    assert loop["teacher"] == str(Path(teacher_ckpt).absolute())
+    assert cfg.data.train == ["shards/train/manifest.json"]

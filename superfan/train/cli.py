@@ -15,7 +15,6 @@ import os
 import time
 from typing import Any
 
-from superfan import storage
 from superfan.errors import TrainingDiverged, UserError
 
 
@@ -48,12 +47,6 @@ def _config(args: argparse.Namespace) -> Any:
         cfg.data.train = args.data
     if args.val:
         cfg.data.val = args.val
-    # Ray's workers do not run in this directory: local paths must be absolute there.
-    cfg.data.train = [storage.absolute(u) for u in cfg.data.train]
-    cfg.data.val = [storage.absolute(u) for u in cfg.data.val]
-    for attr in ("init", "teacher"):
-        if getattr(args, attr, None):
-            setattr(args, attr, storage.absolute(getattr(args, attr)))
     if not cfg.data.train:
         raise UserError("no training data: pass --data URL (shards, brace pattern or manifest.json)")
     if args.what == "fan":
@@ -98,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.stages:
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     name = args.name or f"{args.what}-{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
-    root = storage.absolute(args.storage or cfg.train.storage)
+    root = args.storage or cfg.train.storage
     stages = resolve_stages(cfg, stages, args.init)  # user errors before Ray starts
     _ray_init()
     trainer = build_trainer(

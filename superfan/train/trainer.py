@@ -16,6 +16,7 @@ from typing import Any
 from superfan import storage
 from superfan.config import Config
 from superfan.errors import ConfigError
+from superfan.storage import absolute as absolute_url
 
 #: Train V2 is the default in Ray 2.60, but we pin it (and state tracking for the dashboard) explicitly.
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
@@ -109,7 +110,13 @@ def build_trainer(
     from superfan.train.loop import load_teacher, train_loop_per_worker
 
     names = resolve_stages(cfg, stages, resume_from)
+    # The workers do not run in this process's directory: local paths they read must be absolute.
+    cfg = cfg.model_copy(deep=True)
+    cfg.data.train = [absolute_url(u) for u in cfg.data.train]
+    cfg.data.val = [absolute_url(u) for u in cfg.data.val]
     teacher = teacher or cfg.train.teacher
+    teacher = absolute_url(teacher) if teacher else None
+    resume_from = absolute_url(resume_from) if resume_from else None
     if any(cfg.stage(n).kind != "fan" for n in names):
         if not teacher:
             raise ConfigError("Super-FAN stages need the teacher FAN: pass --teacher CHECKPOINT (from `train fan`)")
@@ -118,7 +125,6 @@ def build_trainer(
         _, teacher_fan = load_teacher(teacher, torch.device("cpu"))
         if teacher_fan != cfg.model.fan.model_dump(mode="json"):
             # The integrated FAN is a copy of the teacher, so its architecture is the teacher's.
-            cfg = cfg.model_copy(deep=True)
             cfg.model.fan = type(cfg.model.fan).model_validate(teacher_fan)
     gpu = use_gpu(cfg)
     resources: dict[str, float] = {"CPU": cfg.train.cpus_per_worker}
