@@ -270,6 +270,6 @@ def pyarrow_fs(url: str | os.PathLike[str]) -> tuple[Any, str]:
         kwargs["region"] = os.environ.get("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", "us-east-1"))
         bucket, key = split_s3(url)
         return pafs.S3FileSystem(**kwargs), f"{bucket}/{key}".rstrip("/")
-    path = Path(url).expanduser().absolute()
+    path = Path(absolute(url))
     path.mkdir(parents=True, exist_ok=True)
     return pafs.LocalFileSystem(), str(path)
