@@ -36,8 +36,9 @@ class ResumableOptunaSearch(OptunaSearch):
         else:
             value = (result or {}).get(self.metric)
             missing = value is None
-        params = {k: config[k] for k in self._space if k in config} if isinstance(self._space, dict) else {}
-        if error or missing or len(params) != len(self._space or {}):
+        space = self._space if isinstance(self._space, dict) else {}
+        params = {k: config[k] for k in space if k in config}
+        if error or missing or not space or len(params) != len(space):
             logger.warning("trial %s was restored without searcher state; not added to the Optuna study", trial_id)
             return
         try:
