@@ -159,17 +159,22 @@ EOF
     )
 }
 
+# The dashboard answers before its job agent does; `ray job submit` needs both ("No available agent to
+# submit job" on a busy machine otherwise), so the head is up when the agent answers too.
 dashboard_ok() {
-    "${PYTHON}" - "http://127.0.0.1:${DASHBOARD_PORT}/api/version" "${TOKEN_FILE}" <<'EOF'
+    "${PYTHON}" - "${TOKEN_FILE}" "http://127.0.0.1:${DASHBOARD_PORT}/api/version" \
+        "http://127.0.0.1:${AGENT_PORT}/api/local_raylet_healthz" <<'EOF'
 import os
 import sys
 import urllib.request
-req = urllib.request.Request(sys.argv[1])
-if os.path.isfile(sys.argv[2]):
-    with open(sys.argv[2]) as fh:
-        req.add_header("Authorization", "Bearer " + fh.read().strip())
-with urllib.request.urlopen(req, timeout=3) as resp:
-    sys.exit(0 if resp.status == 200 else 1)
+for url in sys.argv[2:]:
+    req = urllib.request.Request(url)
+    if os.path.isfile(sys.argv[1]):
+        with open(sys.argv[1]) as fh:
+            req.add_header("Authorization", "Bearer " + fh.read().strip())
+    with urllib.request.urlopen(req, timeout=3) as resp:
+        if resp.status != 200:
+            sys.exit(1)
 EOF
 }
 

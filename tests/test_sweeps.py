@@ -268,13 +268,14 @@ def ray_cluster() -> Iterator[tuple[str, dict[str, str]]]:
     cluster (its process group) rather than every Ray process of the user, as ``ray stop`` would.
     """
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's unix sockets live under it
-    dash = _free_port()
+    dash, agent = _free_port(), _free_port()
     mode = "token" if _auth_headers() else "disabled"
     env = _env(RAY_AUTH_MODE=mode)
     log = open(Path(temp) / "ray-start.log", "w")  # noqa: SIM115 - closed in teardown
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "0",
          "--port", str(_free_port()), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
+         "--dashboard-agent-listen-port", str(agent),
          "--temp-dir", temp, "--disable-usage-stats"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
@@ -283,7 +284,10 @@ def ray_cluster() -> Iterator[tuple[str, dict[str, str]]]:
         deadline = time.monotonic() + 120
         while True:
             try:
+                # The dashboard answers before its job agent; `ray job submit` needs both.
                 _get(f"{address}/api/jobs/")
+                agent_url = f"http://127.0.0.1:{agent}/api/local_raylet_healthz"
+                urllib.request.urlopen(urllib.request.Request(agent_url, headers=_auth_headers()), timeout=10).close()
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
