@@ -63,7 +63,17 @@ def save_checkpoint(directory: str | os.PathLike[str], payload: dict[str, Any]) 
     )
     summary = {
         k: payload.get(k)
-        for k in ("stage", "stage_kind", "stage_index", "epoch", "global_epoch", "step", "teacher", "created")
+        for k in (
+            "stage",
+            "stage_kind",
+            "stage_index",
+            "epoch",
+            "global_epoch",
+            "step",
+            "teacher",
+            "teacher_sha256",
+            "created",
+        )
     }
     summary.update(
         perceptual_pretrained=payload.get("perceptual_pretrained"),
@@ -97,6 +107,21 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise IntegrityError(f"{url}: not a superfan checkpoint (format {got!r}, expected {FORMAT!r})")
     return payload
+
+
+def state_fingerprint(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names, dtypes, shapes and values: which weights these are, whatever file,
+    URL or copy holds them (a checkpoint re-saved elsewhere keeps its fingerprint)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    bare = strip_ddp(state)
+    for key in sorted(bare):
+        t = bare[key].detach().cpu()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        flat = t.contiguous().reshape(-1)  # a 0-d tensor cannot be viewed as bytes
+        h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return h.hexdigest()
 
 
 def strip_ddp(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

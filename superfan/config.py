@@ -242,8 +242,21 @@ class DegradeConfig(_Strict):
 
 class TrainConfig(_Strict):
     workers: PosInt = Field(1, description="Ray Train workers (DDP ranks) per run.")
-    use_gpu: bool | None = Field(None, description="None = use CUDA when Ray sees GPUs.")
-    cpus_per_worker: PosFloat = 1.0
+    use_gpu: bool | None = Field(
+        None,
+        description="Ask Ray for GPUs. None = only when the cluster has GPUs when the run starts, which an "
+        "autoscaled cluster (0 GPU nodes until asked) never has: GPU profiles set true.",
+    )
+    gpus_per_worker: Annotated[float, Field(gt=0.0, le=8.0)] = Field(
+        1.0,
+        description="GPUs per Train worker; a fraction (0.25) packs several small trials onto one GPU.",
+    )
+    backend: Literal["auto", "nccl", "gloo"] = Field(
+        "auto",
+        description="torch.distributed backend. auto = NCCL when every worker holds whole GPUs, else gloo "
+        "(gloo reduces CUDA tensors too; NCCL refuses two ranks on one GPU).",
+    )
+    cpus_per_worker: PosFloat = Field(1.0, description="CPUs per Train worker; also its torch thread count.")
     memory_per_worker_gb: NonNegFloat = 0.0
     max_failures: Annotated[int, Field(ge=-1)] = 0
     report_every_steps: NonNegInt = Field(0, description="Also report every N steps (0 = per epoch only).")
@@ -254,6 +267,17 @@ class TrainConfig(_Strict):
     bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
     channels_last: bool = True
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _backend_fits(self) -> TrainConfig:
+        if self.backend == "nccl" and self.use_gpu is False:
+            raise ValueError("backend nccl needs GPUs (train.use_gpu false): use gloo or auto")
+        if self.backend == "nccl" and self.gpus_per_worker < 1 and self.workers > 1:
+            raise ValueError(
+                f"backend nccl with gpus_per_worker {self.gpus_per_worker}: NCCL refuses two ranks on one GPU; "
+                "use backend auto or gloo"
+            )
+        return self
 
 
 class EvalConfig(_Strict):

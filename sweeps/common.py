@@ -54,6 +54,10 @@ SWEEPS_DIR = Path(__file__).resolve().parent
 CONFIGS_DIR = SWEEPS_DIR / "configs"
 DEFAULT_STORAGE = "./.superfan"
 METRIC = "val_auc_balanced"
+#: ASHA's time attribute: the epoch count the training loop reports (see build_tuner).
+TIME_ATTR = "global_epoch"
+#: Test-only fault injection (JSON, the ``debug`` dict of superfan.train.loop.run_training) for every trial.
+DEBUG_ENV = "SUPERFAN_DEBUG_FAULTS"
 #: Reported keys shown in the results table and written into the champion's manifest.
 REPORT_KEYS = (
     "val_auc_balanced",
@@ -86,7 +90,9 @@ class SweepSettings:
     grace_period: int = 1
     reduction_factor: int = 2
     workers_per_trial: int | None = None  #: default: the config's train.workers
-    max_concurrent: int | None = None  #: default: from the cluster's GPUs/CPUs
+    #: trials at once. Default: GPU trials all at once (their pending placement groups are what makes an
+    #: autoscaler start GPU nodes); CPU trials as many as the cluster's CPUs fit now.
+    max_concurrent: int | None = None
     keep_checkpoints: int = 2  #: per trial, the best by ``metric`` (plus Train's latest)
     trial_memory_gb: float = 0.25  #: what the (CPU-less) trial actor reserves
     seed: int = 0
@@ -326,7 +332,7 @@ def plan(kind: str, args: argparse.Namespace) -> Sweep:
     cfg = load_config(args.config, list(args.overrides or []))
     if settings.workers_per_trial:
         cfg.train.workers = settings.workers_per_trial
-    cfg.train.report_every_steps = 0  # one report per epoch: training_iteration == epochs for ASHA
+    cfg.train.report_every_steps = 0  # one report per epoch: the curves and ASHA's rungs are per epoch
     # Trials build their trainers in Ray actors that do not run in this directory: local paths must be
     # absolute before they leave the driver (build_trainer would resolve them against the actor's).
     if args.data:
@@ -386,16 +392,16 @@ def ray_init() -> None:
 
 
 def concurrency(settings: SweepSettings, workers: int, cpus_per_worker: float, use_gpu: bool) -> int:
-    """Trials at once: the cluster's GPUs (or CPUs) over what one trial's Train workers take, at least 1."""
+    """Trials at once: ``max_concurrent`` when given. Otherwise GPU trials are not limited by what the cluster
+    has now (an autoscaled cluster has no GPU until pending requests ask for one); CPU trials get what the
+    cluster's CPUs fit, so queued trials do not each hold a Train controller while they wait."""
     if settings.max_concurrent:
         return max(1, settings.max_concurrent)
+    if use_gpu:
+        return max(1, settings.samples)
     import ray
 
-    res = ray.cluster_resources()
-    if use_gpu:
-        fit = int(res.get("GPU", 0) // max(workers, 1))
-    else:
-        fit = int(res.get("CPU", 0) // max(workers * cpus_per_worker, 1e-9))
+    fit = int(ray.cluster_resources().get("CPU", 0) // max(workers * cpus_per_worker, 1e-9))
     return max(1, min(fit, settings.samples))
 
 
@@ -512,6 +518,7 @@ def run_trial(params: dict[str, Any], setup: dict[str, Any]) -> None:
         stages=setup["stages"],
         teacher=setup["teacher"],
         callbacks=[TuneReportCallback()],
+        debug=setup.get("debug"),
     )
     # build_trainer keeps the most recent checkpoints; a sweep needs the best ones (Train always keeps
     # its latest too, for its own resume).
@@ -534,6 +541,7 @@ def _trainable(sweep: Sweep, teacher: str) -> Any:
         "keep_checkpoints": sweep.settings.keep_checkpoints,
         "metric": sweep.settings.metric,
         "mode": sweep.settings.mode,
+        "debug": json.loads(os.environ[DEBUG_ENV]) if os.environ.get(DEBUG_ENV) else None,
     }
     memory = int(sweep.settings.trial_memory_gb * 2**30)
     return tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"CPU": 0, "memory": memory})
@@ -555,7 +563,8 @@ def build_tuner(sweep: Sweep, teacher: str) -> Any:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from superfan.train.trainer import storage_location
+    from superfan.config import from_dict
+    from superfan.train.trainer import storage_location, use_gpu
     from sweeps.searcher import ResumableOptunaSearch
 
     s = sweep.settings
@@ -568,26 +577,25 @@ def build_tuner(sweep: Sweep, teacher: str) -> Any:
     searcher = ResumableOptunaSearch(
         metric=metric, mode=mode, seed=s.seed, points_to_evaluate=[default_point(sweep.space, cfg)]
     )
-    use_gpu = bool(cfg["train"]["use_gpu"]) if cfg["train"]["use_gpu"] is not None else False
-    if cfg["train"]["use_gpu"] is None:
-        import ray
-
-        use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    limit = concurrency(s, int(cfg["train"]["workers"]), float(cfg["train"]["cpus_per_worker"]), use_gpu)
+    gpu = use_gpu(from_dict(cfg, "sweep config"))
+    limit = concurrency(s, int(cfg["train"]["workers"]), float(cfg["train"]["cpus_per_worker"]), gpu)
+    # Time is the epoch the loop reports (global_epoch), not Tune's count of reports: after a Train restart
+    # the resumed run re-reports epochs since its last checkpoint, and a report count would run ahead.
     # max_t one past the last epoch: ASHA stops a trial at max_t, and stopping it on its final report
     # would kill the Train run while it registers its last checkpoint.
     scheduler = ASHAScheduler(
         metric=s.metric,
         mode=s.mode,
-        time_attr="training_iteration",
+        time_attr=TIME_ATTR,
         max_t=_total_epochs(sweep) + 1,
         grace_period=s.grace_period,
         reduction_factor=s.reduction_factor,
     )
     path, fs = storage_location(storage.join(sweep.storage, "sweeps"))
+    device = f"{cfg['train']['gpus_per_worker']:g} GPU" if gpu else f"{cfg['train']['cpus_per_worker']:g} CPU"
     print(
         f"sweep {sweep.name}: {s.samples} trials, {limit} at a time, {_total_epochs(sweep)} epochs each, "
-        f"searching {', '.join(sweep.space)}",
+        f"{cfg['train']['workers']} worker(s) x {device} per trial, searching {', '.join(sweep.space)}",
         flush=True,
     )
     return tune.Tuner(
@@ -652,10 +660,12 @@ def trial_rows(results: Any, sweep: Sweep) -> tuple[list[dict[str, Any]], list[A
         df = result.metrics_dataframe
         cfg = dict(result.config or {})
         trial_id = (result.metrics or {}).get("trial_id") or Path(str(result.path)).name
+        records = [] if df is None else df.to_dict("records")
         status = "ERROR" if result.error else "TERMINATED"
+        if any(rec.get("diverged") is True for rec in records):
+            status = "DIVERGED"
         row: dict[str, Any] = {"trial": trial_id, "status": status, "reports": 0}
         row.update({_short(k): _decode(cfg[k]) for k in sweep.space if k in cfg})
-        records = [] if df is None else df.to_dict("records")
         row["reports"] = len(records)
         best = None
         for rec in records:
@@ -755,11 +765,12 @@ def _main(kind: str, args: argparse.Namespace, argv: list[str] | None) -> int:
     tuner = restore_tuner(sweep, teacher) if resuming else build_tuner(sweep, teacher)
     t0 = time.perf_counter()
     results = tuner.fit()
+    rows, candidates = trial_rows(results, sweep)
     print(
         f"\nsweep {sweep.name}: {len(results)} trials in {time.perf_counter() - t0:.0f} s "
-        f"({sum(1 for r in results if r.error)} errored); experiment {sweep.experiment_url}"
+        f"({sum(1 for r in rows if r['status'] == 'ERROR')} errored, "
+        f"{sum(1 for r in rows if r['status'] == 'DIVERGED')} diverged); experiment {sweep.experiment_url}"
     )
-    rows, candidates = trial_rows(results, sweep)
     print_results(rows, sweep)
     champ = promote_best(candidates, sweep)
     return 0 if champ is not None else 1

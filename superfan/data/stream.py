@@ -5,8 +5,11 @@ Pipeline (one ``webdataset.DataPipeline`` per DataLoader worker, all seeded):
 1. **Shard plan** -- the shard list is split by Ray Train rank, then by DataLoader worker (node splitter then
    worker splitter). When there are fewer shards than ``world_size * num_workers`` every reader opens all
    shards and keeps every n-th sample instead, so the readers stay disjoint even with one shard.
-   Training resamples shards with replacement forever (cut to ``samples_per_epoch`` by ``with_epoch``);
-   with ``samples_per_epoch=None`` it is one shuffled pass. Validation is one ordered pass.
+   Training streams never run dry: with ``samples_per_epoch`` they resample shards with replacement; with
+   ``samples_per_epoch=None`` they make shuffled passes over the rank's shards, one after another. Either
+   way every rank is cut to exactly :func:`batches_per_epoch` batches, the same number on every rank
+   whatever the shard sizes (a rank with fewer samples wraps into its next pass), so DDP ranks never
+   disagree on how many gradient all-reduces an epoch has. Validation is one ordered pass.
 2. **Tar expansion** -- :func:`superfan.data.tarstream.tar_samples` (webdataset's grouping, a leaner header
    parser than :mod:`tarfile`); URLs open through ``webdataset.gopen``, ``s3://`` through
    :mod:`superfan.storage` (a streaming GET; see :func:`register_s3_handler`), so there is no local copy.
@@ -25,11 +28,13 @@ batches. A horizontally flipped face has its yaw negated (yaw is signed: nose to
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
@@ -41,7 +46,7 @@ from superfan.config import Config
 from superfan.data.augment import IDENTITY, apply_color_jitter, sample_params, warp_face
 from superfan.data.degrade import degrade
 from superfan.data.tarstream import tar_samples
-from superfan.errors import UserError
+from superfan.errors import ConfigError, UserError
 from superfan.faces import NUM_LANDMARKS, points_to_heatmaps
 
 # ------------------------------------------------------------------------------------------- URLs, S3
@@ -66,11 +71,23 @@ def _expand_braces(url: str) -> list[str]:
     return list(braceexpand.braceexpand(url))
 
 
-def resolve_shards(urls: str | Iterable[str]) -> list[str]:
+@dataclass(frozen=True)
+class ShardSet:
+    """Shard URLs in order, and the number of samples their manifests declare (None: a bare ``.tar``
+    URL was given, whose count is unknown without reading it)."""
+
+    shards: list[str]
+    samples: int | None
+
+
+def resolve_dataset(urls: str | Iterable[str]) -> ShardSet:
     """Expand shard URLs, brace patterns (``a-{000000..000009}.tar``), ``manifest.json`` URLs and
-    directories/prefixes holding a manifest (local or s3://) into a flat list of shard URLs, in order."""
+    directories/prefixes holding a manifest (local or s3://) into a flat list of shard URLs, in order,
+    with the sample count the manifests declare. The one place that reads manifests: the stream and the
+    step count (:func:`batches_per_epoch`) both come from it, so they cannot disagree."""
     items = [urls] if isinstance(urls, str) else list(urls)
     out: list[str] = []
+    samples: int | None = 0
     for item in items:
         for url in _expand_braces(str(item)):
             base = url.rstrip("/")
@@ -81,12 +98,40 @@ def resolve_shards(urls: str | Iterable[str]) -> list[str]:
                 except json.JSONDecodeError as err:
                     raise UserError(f"{manifest}: not a JSON manifest ({err})") from None
                 root = manifest.rsplit("/", 1)[0] if "/" in manifest else "."
-                out += [storage.join(root, s["name"]) for s in data.get("shards", [])]
+                shards = data.get("shards", [])
+                out += [storage.join(root, s["name"]) for s in shards]
+                if samples is not None:
+                    samples += int(data.get("samples", sum(int(s.get("samples", 0)) for s in shards)))
             else:
                 out.append(url)
+                samples = None
     if not out:
         raise UserError(f"no shards found in {items!r}")
-    return out
+    return ShardSet(out, samples)
+
+
+def resolve_shards(urls: str | Iterable[str]) -> list[str]:
+    """The shard URLs of :func:`resolve_dataset`."""
+    return resolve_dataset(urls).shards
+
+
+def batches_per_epoch(cfg: Config, world_size: int, urls: str | Iterable[str] | None = None) -> int:
+    """Training batches (= optimiser steps) per epoch on *every* rank; the LR schedule is planned from it.
+
+    ``data.samples_per_epoch`` is per rank. Without it an epoch is one pass over the train set
+    (``urls``, default ``cfg.data.train``) shared by the ranks: the manifests' sample count split over
+    ``world_size``, rounded down to whole batches.
+    """
+    n = cfg.data.samples_per_epoch
+    if n is None:
+        found = resolve_dataset(cfg.data.train if urls is None else urls)
+        if not found.samples:
+            raise ConfigError(
+                "data.samples_per_epoch is unset and the train set's size is unknown (bare .tar URLs or an "
+                "empty manifest): give a manifest or a prefix holding one, or set data.samples_per_epoch"
+            )
+        n = found.samples // world_size
+    return max(1, n // cfg.data.batch_size)
 
 
 # ------------------------------------------------------------------------------------------- the pipeline
@@ -109,12 +154,13 @@ class FaceStream:
 
     def __init__(
         self, shards: list[str], cfg: Config, *, train: bool, rank: int, world_size: int, seed: int,
-        epoch: int, real_world: bool, resample: bool, limit: int | None = None,
+        epoch: int, real_world: bool, resample: bool, repeat: bool = False, limit: int | None = None,
     ) -> None:  # fmt: skip
         self.shards, self.cfg, self.train = shards, cfg, train
         self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, epoch
-        self.real_world, self.resample, self.limit = real_world, resample, limit
+        self.real_world, self.resample, self.repeat, self.limit = real_world, resample, repeat, limit
         self._sample_slot: tuple[int, int] | None = None
+        self._yielded = self._count = 0
 
     def _seed(self, tag: str) -> list[int]:
         wid, _ = _worker()
@@ -137,14 +183,21 @@ class FaceStream:
         if self.resample:
             while True:
                 yield {"url": mine[rng.randrange(len(mine))]}
-        order = list(mine)
-        rng.shuffle(order)
-        yield from ({"url": u} for u in order)
+        for _ in itertools.count() if self.repeat else range(1):
+            before, self._count = self._yielded, 0
+            order = list(mine)
+            rng.shuffle(order)
+            yield from ({"url": u} for u in order)
+            if self._yielded == before:  # a whole pass gave nothing: repeating would spin forever
+                wid, _ = _worker()
+                raise UserError(f"rank {self.rank} (loader worker {wid}): its shards {mine} hold no samples")
 
     def split_samples(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Sample-level split when there are too few shards for a shard-level one (see the plan)."""
-        for count, sample in enumerate(src):
+        for sample in src:
+            count, self._count = self._count, self._count + 1  # restarted by shard_urls at each pass
             if self._sample_slot is None or count % self._sample_slot[1] == self._sample_slot[0]:
+                self._yielded += 1
                 yield sample
 
     def cap(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -263,24 +316,27 @@ def make_loader(
 ) -> Loader:
     """Batches per docs/contracts.md from shard/manifest URLs (see the module docstring for the stages).
 
-    Training: resampled, shuffled, augmented, cut to ``cfg.data.samples_per_epoch`` per rank (one shuffled
-    pass when that is None). Validation: one ordered pass, no augmentation, no real-world degradation unless
-    ``real_world=True``, capped at ``cfg.data.val_samples``. ``num_workers`` overrides
-    ``cfg.data.num_workers``.
+    Training: shuffled, augmented, never running dry, cut to :func:`batches_per_epoch` batches, the same
+    count on every rank (resampled shards with ``cfg.data.samples_per_epoch``; back-to-back shuffled passes
+    over the rank's shards when it is None). A training set of bare ``.tar`` URLs without a sample count
+    is one pass of unknown length and is only allowed at ``world_size`` 1. Validation: one ordered pass,
+    no augmentation, no real-world degradation unless ``real_world=True``, capped at
+    ``cfg.data.val_samples``. ``num_workers`` overrides ``cfg.data.num_workers``.
     """
-    shards = resolve_shards(urls)
+    found = resolve_dataset(urls)
     if not 0 <= rank < world_size:
         raise UserError(f"rank {rank} is outside world_size {world_size}")
     seed = cfg.data.seed if seed is None else int(seed)
     nw = cfg.data.num_workers if num_workers is None else int(num_workers)
-    per_epoch = cfg.data.samples_per_epoch if train else None
-    resample = train and per_epoch is not None
-    total = None if per_epoch is None else max(1, per_epoch // cfg.data.batch_size)
+    resample = train and cfg.data.samples_per_epoch is not None
+    total: int | None = None
+    if train and (resample or found.samples or world_size > 1):
+        total = batches_per_epoch(cfg, world_size, urls)
     per_worker = None if total is None else math.ceil(total / max(nw, 1))
     rw = (cfg.degrade.real_world if train else False) if real_world is None else bool(real_world)
     stream = FaceStream(
-        shards, cfg, train=train, rank=rank, world_size=world_size, seed=seed, epoch=epoch, real_world=rw,
-        resample=resample, limit=None if train else cfg.data.val_samples,
+        found.shards, cfg, train=train, rank=rank, world_size=world_size, seed=seed, epoch=epoch, real_world=rw,
+        resample=resample, repeat=total is not None, limit=None if train else cfg.data.val_samples,
     )  # fmt: skip
     loader = torch.utils.data.DataLoader(
         stream.pipeline(per_worker), batch_size=None, num_workers=nw, worker_init_fn=_worker_init,

@@ -13,7 +13,6 @@ are checked finite, so a divergence never replaces a good checkpoint.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -27,12 +26,18 @@ import torch
 from torch import nn
 
 from superfan import storage
-from superfan.checkpoint import load_checkpoint, models_from_checkpoint, save_checkpoint, strip_ddp
+from superfan.checkpoint import load_checkpoint, models_from_checkpoint, save_checkpoint, state_fingerprint, strip_ddp
 from superfan.config import Config, StageConfig, from_dict
+from superfan.data.stream import batches_per_epoch
 from superfan.errors import ConfigError, TrainingDiverged
+from superfan.train.collectives import broadcast_object, mean_across_ranks, min_max_across_ranks
 from superfan.train.stages import STAGE_SPECS, Nets, StageRunner, build_nets, params_finite
 
 LoaderFactory = Callable[..., Iterable[dict[str, Any]]]
+#: Validation keys every report carries (docs/contracts.md); a diverged run reports them as NaN, so a
+#: scheduler or searcher keyed on any of them gets a value.
+DIVERGED_NAN_KEYS = ("val_auc_balanced", "val_auc_0_30", "val_auc_30_60", "val_auc_60_90", "val_auc", "val_nme",
+                     "val_psnr", "val_ssim")  # fmt: skip
 
 
 class Reporter(Protocol):
@@ -47,26 +52,6 @@ def is_path_ref(ref: str) -> bool:
     return "/" in ref or "://" in ref or ref.endswith(".pt")
 
 
-def steps_per_epoch(cfg: Config, world_size: int) -> int:
-    """Optimiser steps per epoch per worker; the LR schedule is planned from it.
-
-    ``data.samples_per_epoch`` is per worker. Without it we read the sample count from the train set's
-    ``manifest.json`` and split it over the workers.
-    """
-    n = cfg.data.samples_per_epoch
-    if n is None:
-        total = 0
-        for url in cfg.data.train:
-            if url.endswith("manifest.json"):
-                total += int(json.loads(storage.read_text(url)).get("samples", 0))
-        if total == 0:
-            raise ConfigError(
-                "data.samples_per_epoch is unset and the train URLs are not manifests: set data.samples_per_epoch"
-            )
-        n = total // world_size
-    return max(1, n // cfg.data.batch_size)
-
-
 def _default_loader(cfg: Config, *, train: bool, rank: int, world_size: int, epoch: int) -> Iterable[dict]:
     from superfan.data import make_loader
 
@@ -74,39 +59,26 @@ def _default_loader(cfg: Config, *, train: bool, rank: int, world_size: int, epo
     return make_loader(urls, cfg, train=train, rank=rank, world_size=world_size, seed=cfg.data.seed, epoch=epoch)
 
 
-def _dist() -> Any:
-    import torch.distributed as dist
-
-    return dist if dist.is_available() and dist.is_initialized() else None
-
-
-def _mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
-    dist = _dist()
-    if dist is None or not values:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
-    dist.all_reduce(t)
-    t /= dist.get_world_size()
-    return dict(zip(keys, t.tolist(), strict=True))
-
-
-def _broadcast(obj: Any, rank: int) -> Any:
-    dist = _dist()
-    if dist is None:
-        return obj
-    box = [obj if rank == 0 else None]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def load_teacher(ref: str, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
-    """The frozen HR teacher FAN and its config (the integrated FAN must share its architecture)."""
+def load_teacher(ref: str, device: torch.device) -> tuple[nn.Module, dict[str, Any], str]:
+    """The frozen HR teacher FAN, its config (the integrated FAN must share its architecture) and the
+    fingerprint of its weights (recorded in every checkpoint trained against it)."""
     payload = load_checkpoint(ref)
     fan = models_from_checkpoint(payload, device)["fan"]
     if fan is None:
         raise ConfigError(f"{ref}: checkpoint holds no FAN; the teacher comes from `superfan train fan`")
-    return fan, payload["config"]["model"]["fan"]
+    return fan, payload["config"]["model"]["fan"], state_fingerprint(payload["fan"])
+
+
+def check_same_teacher(start: dict[str, Any], where: str, teacher_ref: str | None, teacher_sha: str | None) -> None:
+    """Refuse to continue a checkpoint trained against another teacher: its generator (and joint FAN) learnt
+    the old teacher's heatmaps, and mixing two targets in one run is silent and wrong."""
+    theirs = start.get("teacher_sha256")
+    if not theirs or not teacher_sha or theirs == teacher_sha:
+        return
+    raise ConfigError(
+        f"{where} was trained against teacher {start.get('teacher')} (sha256 {theirs[:12]}), but this run's "
+        f"teacher is {teacher_ref} (sha256 {teacher_sha[:12]}): pass the same --teacher, or start a new run"
+    )
 
 
 def _load_weights(nets: Nets, payload: dict[str, Any], names: Iterable[str]) -> list[str]:
@@ -203,16 +175,18 @@ def run_training(
     torch.manual_seed(cfg.train.seed)
 
     teacher_ref = config.get("teacher") or cfg.train.teacher
-    teacher = None
+    teacher, teacher_sha = None, None
     if any(k != "fan" for k in kinds):
         if not teacher_ref:
             raise ConfigError("Super-FAN stages need the teacher FAN: pass --teacher CHECKPOINT (from `train fan`)")
-        teacher, _ = load_teacher(teacher_ref, device)
+        teacher, _, teacher_sha = load_teacher(teacher_ref, device)
     nets = build_nets(cfg, kinds, device, teacher=teacher)
 
     start = resume
     if start is None and config.get("init_from"):
         start = load_checkpoint(config["init_from"])
+    if start is not None:
+        check_same_teacher(start, "the checkpoint to resume", teacher_ref, teacher_sha)
     stage_idx, epoch0, global_epoch, global_step, restore_state = 0, 0, 0, 0, None
     if start is not None:
         _load_weights(nets, start, ("generator", "critic", "fan"))
@@ -227,81 +201,95 @@ def run_training(
     resumed_from_step = global_step
     perceptual_pretrained = bool(getattr(nets.perceptual, "pretrained", False)) if nets.perceptual else False
     perceptual_weights = getattr(nets.perceptual, "weights_source", None) if nets.perceptual else None
-    spe = steps_per_epoch(cfg, world_size)
+    spe = batches_per_epoch(cfg, world_size)
     last: dict[str, Any] = {}
     last_val: dict[str, Any] = {}
 
-    for si in range(stage_idx, len(stages)):
-        stage = stages[si]
-        resuming_here = restore_state is not None and si == stage_idx
-        if stage.init_from and is_path_ref(stage.init_from) and not resuming_here:
-            _load_weights(nets, load_checkpoint(stage.init_from), STAGE_SPECS[stage.kind].trains)
-        runner = StageRunner(stage, cfg, nets, total_steps=stage.epochs * spe, device=device, wrap=wrap, debug=debug)
-        if resuming_here:
-            runner.load_state_dict(restore_state)  # type: ignore[arg-type]
-        first_epoch = epoch0 if si == stage_idx else 0
-        for epoch in range(first_epoch, stage.epochs):
-            t0 = time.perf_counter()
-            sums: dict[str, float] = {}
-            n = 0
-            loader = loader_factory(cfg, train=True, rank=rank, world_size=world_size, epoch=global_epoch)
-            for i, batch in enumerate(loader):
-                if i >= spe:
-                    break
-                losses = runner.step(batch)
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                n += 1
-                global_step += 1
-                _maybe_crash(debug, global_step, rank, world_size)
-                every = cfg.train.report_every_steps
-                if every and global_step % every == 0 and i + 1 < spe:
-                    if not last_val and cfg.data.val:
-                        last_val = _run_validation(stage.kind, nets, cfg, rank, device, loader_factory)
-                    mid = {k: v / max(n, 1) for k, v in sums.items()}
-                    report(
-                        _metrics(stage, si, epoch, global_epoch, global_step, runner, mid, last_val, partial=True),
-                        None,
+    stage, si, epoch, runner = stages[min(stage_idx, len(stages) - 1)], stage_idx, epoch0, None
+    try:
+        for si in range(stage_idx, len(stages)):
+            stage = stages[si]
+            resuming_here = restore_state is not None and si == stage_idx
+            if stage.init_from and is_path_ref(stage.init_from) and not resuming_here:
+                _load_weights(nets, load_checkpoint(stage.init_from), STAGE_SPECS[stage.kind].trains)
+            runner = StageRunner(
+                stage, cfg, nets, total_steps=stage.epochs * spe, device=device, wrap=wrap, debug=debug
+            )
+            if resuming_here:
+                runner.load_state_dict(restore_state)  # type: ignore[arg-type]
+            first_epoch = epoch0 if si == stage_idx else 0
+            for epoch in range(first_epoch, stage.epochs):
+                t0 = time.perf_counter()
+                sums: dict[str, float] = {}
+                n = 0
+                loader = loader_factory(cfg, train=True, rank=rank, world_size=world_size, epoch=global_epoch)
+                for i, batch in enumerate(loader):
+                    if i >= spe:
+                        break
+                    losses = runner.step(batch)
+                    for k, v in losses.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    n += 1
+                    global_step += 1
+                    _maybe_crash(debug, global_step, rank, world_size)
+                    every = cfg.train.report_every_steps
+                    if every and global_step % every == 0 and i + 1 < spe:
+                        if not last_val and cfg.data.val:
+                            last_val = _run_validation(stage.kind, nets, cfg, rank, device, loader_factory)
+                        mid = {k: v / max(n, 1) for k, v in sums.items()}
+                        report(
+                            _metrics(stage, si, epoch, global_epoch, global_step, runner, mid, last_val, partial=True),
+                            None,
+                        )
+                elapsed = time.perf_counter() - t0
+                if not params_finite(nets):
+                    raise TrainingDiverged(
+                        f"stage {stage.name!r} epoch {epoch + 1}: weights became NaN/inf; "
+                        "stopped before writing a checkpoint, the last good one is untouched"
                     )
-            elapsed = time.perf_counter() - t0
-            if not params_finite(nets):
-                raise TrainingDiverged(
-                    f"stage {stage.name!r} epoch {epoch + 1}: weights became NaN/inf; "
-                    "stopped before writing a checkpoint, the last good one is untouched"
-                )
-            train = _mean_across_ranks({k: v / max(n, 1) for k, v in sums.items()})
-            if cfg.data.val:
-                last_val = _run_validation(stage.kind, nets, cfg, rank, device, loader_factory)
-            global_epoch += 1
-            metrics = _metrics(stage, si, epoch + 1, global_epoch, global_step, runner, train, last_val)
-            metrics["images_per_s"] = n * cfg.data.batch_size / max(elapsed, 1e-9)
-            metrics["perceptual_pretrained"] = perceptual_pretrained
-            metrics["resumed_from_step"] = resumed_from_step
-            if rank == 0:  # not print(): Train V2 patches it into its logger, which shows each line twice
-                sys.stdout.write(epoch_line(metrics, stage.epochs) + "\n")
-                sys.stdout.flush()
-            payload = None
-            due = (epoch + 1) % cfg.train.checkpoint_every_epochs == 0 or epoch + 1 == stage.epochs
-            if due and rank == 0:
-                payload = {
-                    "stage": stage.name,
-                    "stage_kind": stage.kind,
-                    "stage_index": si,
-                    "epoch": epoch + 1,
-                    "global_epoch": global_epoch,
-                    "step": global_step,
-                    "generator": _state(nets.generator),
-                    "fan": _state(nets.fan),
-                    "critic": _state(nets.critic),
-                    **runner.state_dict(),
-                    "config": cfg.to_dict(),
-                    "metrics": metrics,
-                    "perceptual_pretrained": perceptual_pretrained,
-                    "perceptual_weights": perceptual_weights,
-                    "teacher": teacher_ref if kinds and stage.kind != "fan" else None,
-                }
-            report(metrics, payload)
-            last = metrics
+                fewest, most = min_max_across_ranks(n)
+                if fewest != most:  # batches_per_epoch makes this impossible; a silent mismatch would hang DDP
+                    raise RuntimeError(f"ranks took {fewest:.0f} to {most:.0f} steps in one epoch (expected {spe})")
+                train = mean_across_ranks({k: v / max(n, 1) for k, v in sums.items()})
+                if cfg.data.val:
+                    last_val = _run_validation(stage.kind, nets, cfg, rank, device, loader_factory)
+                global_epoch += 1
+                metrics = _metrics(stage, si, epoch + 1, global_epoch, global_step, runner, train, last_val)
+                metrics["images_per_s"] = n * cfg.data.batch_size / max(elapsed, 1e-9)
+                metrics["epoch_steps"] = n
+                metrics["perceptual_pretrained"] = perceptual_pretrained
+                metrics["resumed_from_step"] = resumed_from_step
+                if rank == 0:  # not print(): Train V2 patches it into its logger, which shows each line twice
+                    sys.stdout.write(epoch_line(metrics, stage.epochs) + "\n")
+                    sys.stdout.flush()
+                payload = None
+                due = (epoch + 1) % cfg.train.checkpoint_every_epochs == 0 or epoch + 1 == stage.epochs
+                if due and rank == 0:
+                    payload = {
+                        "stage": stage.name,
+                        "stage_kind": stage.kind,
+                        "stage_index": si,
+                        "epoch": epoch + 1,
+                        "global_epoch": global_epoch,
+                        "step": global_step,
+                        "generator": _state(nets.generator),
+                        "fan": _state(nets.fan),
+                        "critic": _state(nets.critic),
+                        **runner.state_dict(),
+                        "config": cfg.to_dict(),
+                        "metrics": metrics,
+                        "perceptual_pretrained": perceptual_pretrained,
+                        "perceptual_weights": perceptual_weights,
+                        "teacher": teacher_ref if kinds and stage.kind != "fan" else None,
+                        "teacher_sha256": teacher_sha if stage.kind != "fan" else None,
+                    }
+                report(metrics, payload)
+                last = metrics
+    except TrainingDiverged as err:
+        # Where it happened, for the diverged report (train_loop_per_worker) and the logs.
+        err.metrics = {**_metrics(stage, si, epoch, global_epoch, global_step, runner, {}, last_val),
+                       "diverged": True, "diverged_reason": str(err)}  # fmt: skip
+        raise
     return last
 
 
@@ -317,7 +305,7 @@ def _run_validation(
     if rank == 0:
         loader = loader_factory(cfg, train=False, rank=0, world_size=1, epoch=0)
         out = _validate(kind, nets, cfg, loader, device)
-    return _broadcast(out, rank)
+    return broadcast_object(out, rank)
 
 
 def epoch_line(m: dict[str, Any], epochs: int) -> str:
@@ -340,7 +328,7 @@ def _metrics(
     epoch: int,
     global_epoch: int,
     step: int,
-    runner: StageRunner,
+    runner: StageRunner | None,
     train: dict[str, float],
     val: dict[str, Any],
     partial: bool = False,
@@ -352,7 +340,7 @@ def _metrics(
         "epoch": epoch,
         "global_epoch": global_epoch,
         "step": step,
-        "lr": runner.lr(),
+        "lr": runner.lr() if runner is not None else math.nan,
         "partial_epoch": partial,
     }
     m.update({f"train_loss_{k}": float(v) for k, v in train.items()})
@@ -378,6 +366,15 @@ def _maybe_crash(debug: dict[str, Any], global_step: int, rank: int, world_size:
 
 
 # ---------------------------------------------------------------------------------------------- Ray
+
+
+def diverged_metrics(err: TrainingDiverged) -> dict[str, Any]:
+    """The report of a diverged run: its counters where it stopped, every validation metric NaN (Optuna
+    records the trial as failed, promotion never picks it), ``diverged`` set and the reason."""
+    out: dict[str, Any] = {k: math.nan for k in DIVERGED_NAN_KEYS}
+    for k, v in dict(getattr(err, "metrics", None) or {"diverged": True, "diverged_reason": str(err)}).items():
+        out[k] = math.nan if k.startswith("val_") else v
+    return out
 
 
 class RayReporter:
@@ -427,6 +424,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    # Ray caps OMP threads at the worker's CPUs; torch's intra-op pool follows the CPUs the worker asked for.
+    cpus = int(config["config"]["train"]["cpus_per_worker"])
+    torch.set_num_threads(max(1, cpus))
 
     def wrap(m: nn.Module) -> nn.Module:
         if world <= 1:
@@ -438,4 +438,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if ckpt is not None:
         with ckpt.as_directory() as d:
             resume = load_checkpoint(d)
-    run_training(config, rank=rank, world_size=world, device=device, report=RayReporter(rank), wrap=wrap, resume=resume)
+    reporter = RayReporter(rank)
+    try:
+        run_training(config, rank=rank, world_size=world, device=device, report=reporter, wrap=wrap, resume=resume)
+    except TrainingDiverged as err:
+        # Deterministic (same data, same weights): a retry under FailureConfig would diverge again. Every
+        # rank reaches this together (the decision comes from all-reduced gradients), reports the
+        # divergence and returns, so Train ends the run as finished and Tune records the trial as diverged.
+        if rank == 0:
+            sys.stdout.write(f"diverged: {err}\n")
+            sys.stdout.flush()
+        reporter(diverged_metrics(err), None)

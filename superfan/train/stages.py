@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -222,14 +222,23 @@ class StageRunner:
         x = x.to(self.device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def _check(self, terms: dict[str, torch.Tensor], what: str) -> None:
-        bad = {k: float(v) for k, v in terms.items() if not torch.isfinite(v.detach()).all()}
-        if bad:
-            desc = ", ".join(f"{k}={v}" for k, v in bad.items())
-            raise TrainingDiverged(
-                f"stage {self.stage.name!r} step {self.step_in_stage}: {what} loss is not finite ({desc}); "
-                "stopped before writing a checkpoint, the last good one is untouched"
-            )
+    def _check(self, terms: dict[str, torch.Tensor], what: str, params: Iterable[nn.Parameter]) -> None:
+        """Stop on a non-finite step, decided by the gradients *after* backward.
+
+        Under DDP the gradients are all-reduced in backward, so every rank sees the same ones and takes the
+        same decision without another collective; a local check of the loss alone would stop one rank
+        while the others wait in the next all-reduce. Called between ``backward`` and ``step``, so the
+        weights never take a non-finite update.
+        """
+        grads = [p.grad for p in params if p.grad is not None]
+        finite = bool(torch.isfinite(torch.nn.utils.get_total_norm(grads))) if grads else True
+        if finite and all(bool(torch.isfinite(v.detach()).all()) for v in terms.values()):
+            return
+        desc = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+        raise TrainingDiverged(
+            f"stage {self.stage.name!r} step {self.step_in_stage}: {what} loss or gradients not finite ({desc}); "
+            "stopped before writing a checkpoint, the last good one is untouched"
+        )
 
     def _poison(self, loss: torch.Tensor) -> torch.Tensor:
         """Test hook: ``debug.nan_at_step`` makes that step's loss NaN to exercise the divergence path."""
@@ -258,10 +267,10 @@ class StageRunner:
             else:  # keep every DDP rank's graph alive; a zero gradient leaves RMSprop's weights unchanged
                 loss = sum(p.float().sum() for p in preds) * 0.0
         loss = self._poison(loss)
-        self._check({"heatmap_gt": loss}, "FAN")
         opt = self.optimizers["fan"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        self._check({"heatmap_gt": loss}, "FAN", self.nets.get("fan").parameters())
         opt.step()
         return {"heatmap_gt": float(loss.detach()), "total": float(loss.detach())}
 
@@ -274,9 +283,9 @@ class StageRunner:
             fake = self.nets.get("generator")(lr_img)
         fake = fake.float().detach()
         loss, stats = critic_loss(critic, hr.float(), fake, self.cfg.losses.adversarial.gp_lambda)
-        self._check({"critic": loss}, "critic")
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        self._check({"critic": loss}, "critic", self.nets.get("critic").parameters())
         opt.step()
         out = {"critic": float(loss.detach())}
         for k, v in (stats or {}).items():
@@ -314,11 +323,11 @@ class StageRunner:
                 terms["adversarial"] = L.generator_adversarial_loss(self.nets.get("critic"), sr.float())
         terms = {k: v.float() for k, v in terms.items()}
         total = self._poison(L.weighted_total(terms, self.cfg.losses))
-        self._check({**terms, "total": total}, "generator")
-        for n in self.spec.trains:
-            if n != "critic":
-                self.optimizers[n].zero_grad(set_to_none=True)
+        trained = [n for n in self.spec.trains if n != "critic"]
+        for n in trained:
+            self.optimizers[n].zero_grad(set_to_none=True)
         total.backward()
+        self._check({**terms, "total": total}, "generator", (p for n in trained for p in self.nets.get(n).parameters()))
         for n in self.spec.trains:
             if n != "critic":
                 self.optimizers[n].step()

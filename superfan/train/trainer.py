@@ -23,14 +23,13 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-#: Driver environment forwarded to the workers: S3 endpoint/credentials (a local Ray cluster's raylet
-#: may predate them) and the Train flags.
+#: Driver environment forwarded to the workers: where S3 is (a local Ray cluster's raylet may predate
+#: it) and the Train flags. Never credentials: ``runtime_env`` is shown by the dashboard and by
+#: ``ray list actors --detail`` to anyone who can reach them. Workers take credentials from their node
+#: (IAM role, instance profile, IRSA, or the environment ``ray start`` ran in).
 FORWARD_ENV = (
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_S3",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
     "AWS_DEFAULT_REGION",
     "AWS_REGION",
     "AWS_EC2_METADATA_DISABLED",
@@ -65,11 +64,30 @@ def resolve_stages(cfg: Config, stages: list[str] | None, resume_from: str | Non
 
 
 def use_gpu(cfg: Config) -> bool:
+    """``train.use_gpu``; when unset, whether the cluster has GPUs right now (fixed clusters only: an
+    autoscaled one has none until a pending GPU request makes it start a GPU node)."""
     if cfg.train.use_gpu is not None:
         return cfg.train.use_gpu
     import ray
 
     return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
+
+
+def backend(cfg: Config, gpu: bool) -> str:
+    """NCCL when each worker holds whole GPUs; gloo on CPU and for fractional GPUs (ranks may share one)."""
+    if cfg.train.backend != "auto":
+        return cfg.train.backend
+    return "nccl" if gpu and cfg.train.gpus_per_worker >= 1 else "gloo"
+
+
+def worker_resources(cfg: Config, gpu: bool) -> dict[str, float]:
+    """What one Train worker asks Ray for: its placement-group bundle, which an autoscaler reads."""
+    resources: dict[str, float] = {"CPU": cfg.train.cpus_per_worker}
+    if gpu:
+        resources["GPU"] = cfg.train.gpus_per_worker
+    if cfg.train.memory_per_worker_gb:
+        resources["memory"] = cfg.train.memory_per_worker_gb * 2**30
+    return resources
 
 
 def storage_location(url: str) -> tuple[str, Any]:
@@ -107,7 +125,8 @@ def build_trainer(
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from superfan.train.loop import load_teacher, train_loop_per_worker
+    from superfan.data.stream import batches_per_epoch
+    from superfan.train.loop import check_same_teacher, load_teacher, train_loop_per_worker
 
     names = resolve_stages(cfg, stages, resume_from)
     # The workers do not run in this process's directory: local paths they read must be absolute.
@@ -117,21 +136,23 @@ def build_trainer(
     teacher = teacher or cfg.train.teacher
     teacher = absolute_url(teacher) if teacher else None
     resume_from = absolute_url(resume_from) if resume_from else None
+    # Checked here, on the driver, so a bad URL or manifest fails with one line before any worker starts.
+    batches_per_epoch(cfg, cfg.train.workers)
     if any(cfg.stage(n).kind != "fan" for n in names):
         if not teacher:
             raise ConfigError("Super-FAN stages need the teacher FAN: pass --teacher CHECKPOINT (from `train fan`)")
         import torch
 
-        _, teacher_fan = load_teacher(teacher, torch.device("cpu"))
+        from superfan.checkpoint import load_checkpoint
+
+        _, teacher_fan, teacher_sha = load_teacher(teacher, torch.device("cpu"))
         if teacher_fan != cfg.model.fan.model_dump(mode="json"):
             # The integrated FAN is a copy of the teacher, so its architecture is the teacher's.
             cfg.model.fan = type(cfg.model.fan).model_validate(teacher_fan)
+        if resume_from:
+            check_same_teacher(load_checkpoint(resume_from), resume_from, teacher, teacher_sha)
     gpu = use_gpu(cfg)
-    resources: dict[str, float] = {"CPU": cfg.train.cpus_per_worker}
-    if gpu:
-        resources["GPU"] = 1
-    if cfg.train.memory_per_worker_gb:
-        resources["memory"] = cfg.train.memory_per_worker_gb * 2**30
+    resources = worker_resources(cfg, gpu)
     root = storage or cfg.train.storage
     storage_path, fs = storage_location(root)
     env = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}
@@ -145,7 +166,7 @@ def build_trainer(
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
-        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        torch_config=TorchConfig(backend=backend(cfg, gpu)),
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.train.workers, use_gpu=gpu, resources_per_worker=resources
         ),
