@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,3 +48,64 @@ def s3_env(s3_server: object, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return env
+
+
+# ------------------------------------------------------------------------------- small sweeps
+
+#: A sweep file small enough for 2 CPU cores: tiny networks, 16-face epochs (tests/test_sweeps.py and others).
+SWEEP_YAML = """
+base: tiny
+model:
+  generator: {layout: [1, 1, 1], channels: 8}
+  critic: {channels: 8}
+  fan: {stacks: 1, features: 16, hourglass_depth: 2}
+losses: {perceptual: {layers: [layer1]}}
+stages:
+  - {name: teacher, kind: fan, epochs: 1, lr_start: 1.0e-3, lr_end: 1.0e-4}
+  - {name: heatmap, kind: heatmap, epochs: 2, lr_start: 1.0e-3, lr_end: 1.0e-4}
+data: {batch_size: 4, samples_per_epoch: 16, val_samples: 16, num_workers: 0, shuffle_buffer: 16}
+train: {max_failures: 0}
+sweep: {samples: 2, synthetic_train: 32, synthetic_val: 16, grace_period: 2}
+search:
+  loss_weights:
+    losses.pixel.weight: {type: loguniform, around: 10}
+    losses.perceptual.weight: {type: loguniform, around: 10}
+    losses.heatmap.weight: {type: loguniform, around: 10}
+    losses.adversarial.weight: {type: loguniform, around: 10}
+"""
+
+
+@pytest.fixture(scope="session")
+def sweep_yaml(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sweepcfg") / "sweep.yaml"
+    path.write_text(SWEEP_YAML)
+    return path
+
+
+@pytest.fixture(scope="session")
+def local_inputs(tmp_path_factory: pytest.TempPathFactory, sweep_yaml: Path) -> dict[str, str]:
+    """Synthetic train/val shards and a freshly initialised teacher FAN checkpoint, on local disk.
+
+    The S3 test trains its teacher through the driver; the other tests reuse this one to save a Train run.
+    """
+    from shards.pack import PackOptions, pack
+    from superfan.checkpoint import save_checkpoint
+    from superfan.config import load_config
+
+    FAN = importlib.import_module("superfan.models").FAN
+
+    root = tmp_path_factory.mktemp("inputs")
+    urls = {}
+    for split, n, seed in (("train", 32, 0), ("val", 16, 1)):
+        dest = str(root / split)
+        pack(PackOptions(format="synthetic", src=str(n), dest=dest, split=split, seed=seed, workers=1, progress=False))
+        urls[split] = f"{dest}/manifest.json"
+    cfg = load_config(str(sweep_yaml))
+    save_checkpoint(
+        root / "teacher",
+        {"stage": "teacher", "stage_kind": "fan", "stage_index": 0, "epoch": 1, "global_epoch": 1, "step": 0,
+         "generator": None, "critic": None, "fan": FAN.from_config(cfg.model.fan).state_dict(),
+         "optimizers": {}, "schedulers": {}, "config": cfg.to_dict(), "metrics": {}},
+    )  # fmt: skip
+    urls["teacher"] = str(root / "teacher")
+    return urls

@@ -241,10 +241,18 @@ class StageRunner:
         )
 
     def _poison(self, loss: torch.Tensor) -> torch.Tensor:
-        """Test hook: ``debug.nan_at_step`` makes that step's loss NaN to exercise the divergence path."""
-        if self.debug.get("nan_at_step") is not None and int(self.debug["nan_at_step"]) == self.step_in_stage:
-            return loss * float("nan")
-        return loss
+        """Test hook: ``debug.nan_at_step`` makes that step's loss NaN to exercise the divergence path; with
+        ``debug.nan_marker`` (a file path) only the first run to get there diverges (one trial of a sweep)."""
+        if self.debug.get("nan_at_step") is None or int(self.debug["nan_at_step"]) != self.step_in_stage:
+            return loss
+        marker = self.debug.get("nan_marker")
+        if marker:
+            try:
+                with open(marker, "x") as f:
+                    f.write(f"NaN injected at step {self.step_in_stage}\n")
+            except FileExistsError:
+                return loss
+        return loss * float("nan")
 
     def step(self, batch: dict[str, Any]) -> dict[str, float]:
         """One optimisation step (critic steps first in GAN stages); returns detached loss values."""
