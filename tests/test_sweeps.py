@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import importlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -38,27 +38,6 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "sweeps" / "loss_weights.py"
 BIN = Path(sys.executable).parent
 
-SWEEP_YAML = """
-base: tiny
-model:
-  generator: {layout: [1, 1, 1], channels: 8}
-  critic: {channels: 8}
-  fan: {stacks: 1, features: 16, hourglass_depth: 2}
-losses: {perceptual: {layers: [layer1]}}
-stages:
-  - {name: teacher, kind: fan, epochs: 1, lr_start: 1.0e-3, lr_end: 1.0e-4}
-  - {name: heatmap, kind: heatmap, epochs: 2, lr_start: 1.0e-3, lr_end: 1.0e-4}
-data: {batch_size: 4, samples_per_epoch: 16, val_samples: 16, num_workers: 0, shuffle_buffer: 16}
-train: {max_failures: 0}
-sweep: {samples: 2, synthetic_train: 32, synthetic_val: 16, grace_period: 2}
-search:
-  loss_weights:
-    losses.pixel.weight: {type: loguniform, around: 10}
-    losses.perceptual.weight: {type: loguniform, around: 10}
-    losses.heatmap.weight: {type: loguniform, around: 10}
-    losses.adversarial.weight: {type: loguniform, around: 10}
-"""
-
 
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
@@ -76,42 +55,6 @@ def _sweep(args: list[str], env: dict[str, str], log: Path, timeout: float = 420
     text = log.read_text()
     assert proc.returncode == 0, f"sweep failed (rc {proc.returncode}):\n{text[-6000:]}"
     return text
-
-
-@pytest.fixture(scope="module")
-def sweep_yaml(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("sweepcfg") / "sweep.yaml"
-    path.write_text(SWEEP_YAML)
-    return path
-
-
-@pytest.fixture(scope="module")
-def local_inputs(tmp_path_factory: pytest.TempPathFactory, sweep_yaml: Path) -> dict[str, str]:
-    """Synthetic train/val shards and a freshly initialised teacher FAN checkpoint, on local disk.
-
-    The S3 test trains its teacher through the driver; the other tests reuse this one to save a Train run.
-    """
-    from shards.pack import PackOptions, pack
-    from superfan.checkpoint import save_checkpoint
-    from superfan.config import load_config
-
-    FAN = importlib.import_module("superfan.models").FAN
-
-    root = tmp_path_factory.mktemp("inputs")
-    urls = {}
-    for split, n, seed in (("train", 32, 0), ("val", 16, 1)):
-        dest = str(root / split)
-        pack(PackOptions(format="synthetic", src=str(n), dest=dest, split=split, seed=seed, workers=1, progress=False))
-        urls[split] = f"{dest}/manifest.json"
-    cfg = load_config(str(sweep_yaml))
-    save_checkpoint(
-        root / "teacher",
-        {"stage": "teacher", "stage_kind": "fan", "stage_index": 0, "epoch": 1, "global_epoch": 1, "step": 0,
-         "generator": None, "critic": None, "fan": FAN.from_config(cfg.model.fan).state_dict(),
-         "optimizers": {}, "schedulers": {}, "config": cfg.to_dict(), "metrics": {}},
-    )  # fmt: skip
-    urls["teacher"] = str(root / "teacher")
-    return urls
 
 
 def _experiment_trials(experiment: Path) -> dict[str, str]:
@@ -333,3 +276,77 @@ def test_ray_job_submit_succeeds_and_dashboard_lists_it(
     assert job.get("job_id"), job
     trial_runs = [r for r in runs if r.get("status") == "FINISHED" and r.get("job_id") == job.get("job_id")]
     assert len(trial_runs) >= 2, runs
+
+
+# --------------------------------------------------------------------------------- at cluster scale
+
+
+def test_docs_paper_command_with_prefix_urls_trains(
+    s3_env: dict[str, str], local_inputs: dict[str, str], tmp_path: Path
+) -> None:
+    """docs/cluster.md's paper-scale command shape: sweeps/configs/paper.yaml, shard *prefixes* on S3 (no
+    manifest.json in the URL), one-pass epochs (samples_per_epoch null). Tiny sizes by overrides only."""
+    from shards.pack import PackOptions, pack
+    from superfan import storage
+
+    root = "s3://superfan/paper-cmd"
+    for split, n in (("train", 24), ("val", 12)):
+        pack(PackOptions(format="synthetic", src=str(n), dest=f"{root}/shards/{split}", split=split, workers=1,
+                         progress=False))  # fmt: skip
+    shrink = ["train.use_gpu=false", "train.cpus_per_worker=1", "model.generator.layout=[1,1,1]",
+              "model.generator.channels=8", "model.critic.channels=8", "model.perceptual_weights=random",
+              "losses.perceptual.layers=[layer1]", "data.batch_size=4", "data.num_workers=0"]  # fmt: skip
+    out = _sweep(["--config", str(REPO / "sweeps" / "configs" / "paper.yaml"), "--storage", f"{root}/sweeps",
+                  "--data", f"{root}/shards/train", "--val", f"{root}/shards/val", "--teacher", local_inputs["teacher"],
+                  "--samples", "1", "--epochs", "1", "--name", "paper-cmd", *shrink],
+                 _env(**s3_env), tmp_path / "paper.log")  # fmt: skip
+    assert "1 trials, 8 at a time, 3 epochs each" in out
+    # 24 faces, batch 4, one pass: 6 steps in each of heatmap, gan and end2end.
+    assert "[end2end] epoch 1/1 | step 18 |" in out
+    assert storage.read_text(f"{root}/sweeps/champions/paper-cmd/latest").strip() == "v0001"
+
+
+def _trial_rows(experiment: Path) -> list[list[dict[str, Any]]]:
+    return [_result_rows([p], lambda d: Path(d).read_text()) for p in sorted(experiment.glob("*/result.json"))]
+
+
+def test_asha_counts_epochs_across_a_train_restart(
+    local_inputs: dict[str, str], sweep_yaml: Path, tmp_path: Path
+) -> None:
+    """A worker killed in epoch 2, before any checkpoint (every 2 epochs): Train restarts the run from scratch
+    and re-reports epoch 1, so Tune's report count runs one ahead of the epochs; ASHA keyed on the epoch the
+    loop reports lets the trial reach its last epoch and checkpoint (keyed on reports it hit max_t early)."""
+    store = tmp_path / "store"
+    marker = tmp_path / "crashed"
+    env = _env(SUPERFAN_DEBUG_FAULTS=json.dumps({"crash_at_step": 6, "crash_marker": str(marker)}))
+    out = _sweep(["--config", str(sweep_yaml), "--storage", str(store), "--name", "restart", "--samples", "1",
+                  "--epochs", "3", "--data", local_inputs["train"], "--val", local_inputs["val"],
+                  "--teacher", local_inputs["teacher"], "train.max_failures=1", "train.checkpoint_every_epochs=2"],
+                 env, tmp_path / "restart.log")  # fmt: skip
+    assert marker.exists(), "the worker was never killed"
+    (rows,) = _trial_rows(store / "sweeps" / "restart")
+    epochs = [r["global_epoch"] for r in rows]
+    assert epochs == [1, 1, 2, 3], epochs  # epoch 1 twice: the restart re-reported it
+    assert rows[-1]["training_iteration"] == 4 and rows[-1]["global_epoch"] == 3
+    assert rows[-1].get("checkpoint_path"), "the last epoch's checkpoint was not registered"
+    assert "champion:" in out
+
+
+def test_a_diverging_trial_ends_once_and_another_is_promoted(
+    local_inputs: dict[str, str], sweep_yaml: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    marker = tmp_path / "nan"
+    env = _env(SUPERFAN_DEBUG_FAULTS=json.dumps({"nan_at_step": 1, "nan_marker": str(marker)}))
+    out = _sweep(["--config", str(sweep_yaml), "--storage", str(store), "--name", "nan", "--max-concurrent", "1",
+                  "--data", local_inputs["train"], "--val", local_inputs["val"], "--teacher", local_inputs["teacher"],
+                  "train.max_failures=2"],
+                 env, tmp_path / "nan.log")  # fmt: skip
+    assert marker.exists()
+    assert "(0 errored, 1 diverged)" in out and "DIVERGED" in out
+    trials = _trial_rows(store / "sweeps" / "nan")
+    diverged = [rows for rows in trials if rows[-1].get("diverged")]
+    assert len(diverged) == 1 and len(diverged[0]) == 1, "the diverged trial was retried or reported twice"
+    assert math.isnan(diverged[0][0]["val_auc_balanced"])
+    manifest = json.loads((store / "champions" / "nan" / "v0001" / "manifest.json").read_text())
+    assert manifest["trial_id"] != diverged[0][0]["trial_id"]
