@@ -205,6 +205,11 @@ start_ray() {
         export RAY_AUTH_MODE=token
     fi
     mkdir -p "${RAY_TEMP_DIR}"
+    # Every Ray process reads S3 credentials from the environment it started in: they never travel in a
+    # job's runtime_env, which the dashboard and `ray list actors --detail` show to anyone.
+    credentials
+    export AWS_ENDPOINT_URL="http://127.0.0.1:${S3_PORT}" AWS_ACCESS_KEY_ID="${ACCESS_KEY}" \
+        AWS_SECRET_ACCESS_KEY="${SECRET_KEY}" AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
     # Job entrypoints say `python ...`: make that the venv's python, the one Ray itself runs in.
     if [[ -n "${BIN}" ]]; then
         export PATH="${BIN%/}:${PATH}"

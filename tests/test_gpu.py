@@ -96,3 +96,22 @@ def test_training_loop_on_cuda_from_shards(tmp_path: Path) -> None:
     teacher, last = load_checkpoint(teacher_rep.checkpoints[-1]), load_checkpoint(rep.checkpoints[-1])
     moved = [not torch.equal(teacher["fan"][k], last["fan"][k]) for k in teacher["fan"] if k.endswith("weight")]
     assert any(moved), "the jointly trained FAN did not change in end2end"
+
+
+@pytest.mark.parametrize("backend", ["nccl", "cpu:gloo,cuda:nccl", "gloo"])
+def test_collectives_under_each_gpu_backend(backend: str, tmp_path: Path) -> None:
+    """The loop's reduction helpers in a real process group of each backend a GPU run may use (world 1:
+    NCCL refuses two ranks on one GPU; the 2-rank case runs under gloo in test_distributed.py)."""
+    import torch.distributed as dist
+
+    from superfan.train import collectives as C
+
+    dist.init_process_group(backend, init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        want = "cuda" if backend == "nccl" else "cpu"
+        assert C.collective_device().type == want
+        assert C.mean_across_ranks({"a": 1.5}) == {"a": 1.5}
+        assert C.min_max_across_ranks(3) == (3, 3)
+        assert C.broadcast_object({"k": 1}, 0) == {"k": 1}
+    finally:
+        dist.destroy_process_group()

@@ -319,3 +319,48 @@ def test_trainer_ships_absolute_local_paths(tmp_path: Path, teacher_ckpt: str, m
     assert loop["config"]["data"]["val"] == ["s3://bucket/val/manifest.json"]
     assert loop["teacher"] == str(Path(teacher_ckpt).absolute())
     assert cfg.data.train == ["shards/train/manifest.json"]
+
+
+def test_resume_against_another_teacher_is_refused(tmp_path: Path, teacher_ckpt: str) -> None:
+    from superfan.errors import ConfigError
+    from superfan.models import FAN
+
+    cfg = micro_config()
+    cfg.stages = [StageConfig(name="heatmap", kind="heatmap", epochs=2)]
+    first = load_checkpoint(_run(cfg, teacher_ckpt, tmp_path / "a").checkpoints[0])
+    assert len(first["teacher_sha256"]) == 64
+    other = load_checkpoint(teacher_ckpt)
+    torch.manual_seed(1)
+    other["fan"] = FAN.from_config(cfg.model.fan).state_dict()
+    save_checkpoint(tmp_path / "other-teacher", other)
+    with pytest.raises(ConfigError, match=r"trained against teacher .*teacher \(sha256 .*this run's teacher is"):
+        _run(cfg, str(tmp_path / "other-teacher"), tmp_path / "b", resume=first)
+    # The same weights under another path are the same teacher.
+    save_checkpoint(tmp_path / "copy", load_checkpoint(teacher_ckpt))
+    assert _run(cfg, str(tmp_path / "copy"), tmp_path / "c", resume=first).reports[-1]["epoch"] == 2
+
+
+def test_workers_never_get_credentials_and_ask_for_configured_gpus(
+    tmp_path: Path, teacher_ckpt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from superfan.errors import ConfigError
+    from superfan.train.trainer import FORWARD_ENV, backend, build_trainer, worker_resources
+
+    for key, value in (("AWS_SECRET_ACCESS_KEY", "s3cr3t"), ("AWS_SESSION_TOKEN", "t0k3n"),
+                       ("AWS_ACCESS_KEY_ID", "AKID"), ("AWS_ENDPOINT_URL", "http://127.0.0.1:1")):  # fmt: skip
+        monkeypatch.setenv(key, value)
+    assert not {"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID"} & set(FORWARD_ENV)
+    cfg = micro_config()
+    cfg.stages = [StageConfig(name="heatmap", kind="heatmap", epochs=1)]
+    trainer = build_trainer(cfg, name="env", storage=str(tmp_path / "runs"), teacher=teacher_ckpt)
+    env = (trainer.run_config.worker_runtime_env or {}).get("env_vars", {})
+    assert env.get("AWS_ENDPOINT_URL") == "http://127.0.0.1:1"
+    assert "s3cr3t" not in repr(trainer.run_config) and "t0k3n" not in repr(trainer.run_config)
+
+    cfg.train.use_gpu, cfg.train.gpus_per_worker = True, 0.25
+    assert worker_resources(cfg, True) == {"CPU": cfg.train.cpus_per_worker, "GPU": 0.25}
+    assert backend(cfg, True) == "gloo" and backend(cfg, False) == "gloo"
+    cfg.train.gpus_per_worker = 1
+    assert backend(cfg, True) == "nccl"
+    with pytest.raises(ConfigError, match="NCCL refuses two ranks on one GPU"):
+        load_config("tiny", ["train.backend=nccl", "train.workers=2", "train.gpus_per_worker=0.5"])
