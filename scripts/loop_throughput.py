@@ -29,8 +29,10 @@ def main() -> None:
     for split, n, seed in (("train", 4096, 0), ("val", 512, 1)):
         pack(PackOptions(format="synthetic", src=str(n), dest=f"{args.dir}/{split}", split=split, seed=seed,
                          workers=os.cpu_count() or 1, progress=False))  # fmt: skip
+    # A throughput measurement: speed does not depend on the perceptual weights, so no weights check.
     cfg = load_config(args.profile, ["data.samples_per_epoch=8192", "data.val_samples=512",
-                                     "data.batch_size=64", f"data.num_workers={args.workers}"])  # fmt: skip
+                                     "data.batch_size=64", f"data.num_workers={args.workers}"],
+                      for_training=False)  # fmt: skip
     cfg.data.train, cfg.data.val = [f"{args.dir}/train/manifest.json"], [f"{args.dir}/val/manifest.json"]
     for s in cfg.stages:
         s.epochs = 2

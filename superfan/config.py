@@ -69,14 +69,21 @@ class FANConfig(_Strict):
     )
 
 
+#: ``model.perceptual_weights`` value that asks for random ResNet-50 features on purpose (no warning).
+RANDOM_PERCEPTUAL_WEIGHTS = "random"
+
+
 class ModelConfig(_Strict):
     generator: GeneratorConfig = GeneratorConfig()
     critic: CriticConfig = CriticConfig()
     fan: FANConfig = FANConfig()
     perceptual_weights: str | None = Field(
         None,
-        description="Local path or URL of a torchvision ResNet-50 state dict (ImageNet). None = random "
-        "features, logged loudly and recorded in checkpoints and reports.",
+        description="Local path or URL of a torchvision ResNet-50 state dict (ImageNet), e.g. torchvision's "
+        "https://download.pytorch.org/models/resnet50-0676ba61.pth. 'random' = random features, chosen "
+        "knowingly. None = random features too, warned loudly; the paper profile refuses None (see "
+        "load_config). Random features make Eq. 2 a random-projection loss, not the paper's; both are "
+        "recorded in checkpoints and reports.",
     )
 
 
@@ -132,6 +139,12 @@ class OptimizerConfig(_Strict):
     momentum: NonNegFloat = 0.0
     weight_decay: NonNegFloat = 0.0
     critic_lr: PosFloat | None = Field(None, description="Critic learning rate; None = the stage's.")
+    carry_state: bool = Field(
+        True,
+        description="Our choice (the paper is silent): each network's RMSprop statistics carry into the next "
+        "stage (and the teacher's into end2end's FAN). A fresh RMSprop starts square_avg at 0, so its first "
+        "~100 updates are up to 10x the learning rate: enough to undo a pretrained network.",
+    )
 
 
 StageKind = Literal["fan", "pixel", "feature", "heatmap", "gan", "end2end"]
@@ -219,6 +232,12 @@ class DegradeConfig(_Strict):
         "bicubic", description="Antialiased bicubic, as in [20] and MATLAB imresize (our choice)."
     )
     real_world: bool = False
+    blur_on: Literal["lr", "hr"] = Field(
+        "lr",
+        description="Where the real-world blur applies: 'lr' = the 16x16 input after downsampling, as section 5.3 "
+        "blurs 'the input images'; 'hr' = the 64x64 face before downsampling (a defocused camera seen at low "
+        "resolution; the same kernel is then 4x narrower on the input).",
+    )
     blur_prob: Prob = 0.5
     blur_kernel: tuple[PosInt, PosInt] = (3, 7)
     blur_sigma: tuple[PosFloat, PosFloat] = (0.5, 1.5)
@@ -398,11 +417,41 @@ def _read_yaml(name_or_path: str) -> tuple[dict[str, Any], str]:
     return data, source
 
 
-def load_config(name_or_path: str | None = None, overrides: dict[str, Any] | list[str] | None = None) -> Config:
+def check_perceptual_weights(cfg: Config, source: str = "config") -> Config:
+    """Refuse ``profile: paper`` without ``model.perceptual_weights``; returns ``cfg``.
+
+    Without an ImageNet ResNet-50, Eq. 2 is a random-projection loss and every paper-profile result (and the
+    beta axis of the loss-weight sweep) would be about a loss the paper does not have. The ``tiny`` profile
+    (CPU demo, no downloads) keeps random features with its loud warning; ``paper`` must say which it
+    wants: weights, or ``random`` explicitly.
+    """
+    if cfg.profile == "paper" and cfg.model.perceptual_weights is None:
+        where = "profile paper" + ("" if source in {"config", "profile paper"} else f" ({source})")
+        raise ConfigError(
+            f"{where}: model.perceptual_weights is unset: the perceptual loss (Eq. 2) needs an ImageNet "
+            "ResNet-50 state dict (file or URL); set it (model.perceptual_weights=PATH_OR_URL), or set it to "
+            f"'{RANDOM_PERCEPTUAL_WEIGHTS}' to train with random features knowingly"
+        )
+    return cfg
+
+
+def load_config(
+    name_or_path: str | None = None,
+    overrides: dict[str, Any] | list[str] | None = None,
+    *,
+    for_training: bool = True,
+) -> Config:
     """A packaged profile (``paper``, ``tiny``) or a YAML path; ``base: NAME`` in a file inherits a profile.
 
     Sweep configs in ``sweeps/configs/`` use ``base:`` to name the profile and add a ``search:`` block,
     which this function ignores (the sweep driver reads it).
+
+    ``for_training`` (default): a config read from a profile or file must pass
+    :func:`check_perceptual_weights`, so ``superfan train`` and the sweeps refuse the paper profile without
+    perceptual weights before Ray starts. Callers that only read shapes, data or bins (``superfan
+    evaluate``, ``superfan config``, the speed benchmarks) pass ``False``. ``load_config(None)`` (the field
+    defaults, used by tests and code) is never checked; neither is :func:`from_dict`, so checkpoints saved
+    with ``perceptual_weights: null`` still load.
     """
     if name_or_path is None:
         data, source = {}, "defaults"
@@ -416,7 +465,10 @@ def load_config(name_or_path: str | None = None, overrides: dict[str, Any] | lis
         base_data, _ = _read_yaml(str(base))
         base_data.pop("base", None)
         data = _deep_merge(base_data, data)
-    return from_dict(apply_overrides(data, overrides), source)
+    cfg = from_dict(apply_overrides(data, overrides), source)
+    if for_training and name_or_path is not None:
+        check_perceptual_weights(cfg, source)
+    return cfg
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from superfan.config import load_config, profile_names
+from superfan.config import check_perceptual_weights, load_config, profile_names
+from superfan.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,5 +15,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    print(load_config(args.config, args.overrides).to_yaml(), end="")
+    """Print the resolved config; a config that ``superfan train`` would refuse (the paper profile without
+    perceptual weights) is still shown, with the refusal as a note on stderr."""
+    cfg = load_config(args.config, args.overrides, for_training=False)
+    print(cfg.to_yaml(), end="")
+    if args.config is not None:
+        try:
+            check_perceptual_weights(cfg)
+        except ConfigError as err:
+            print(f"note: superfan train would refuse this config: {err}", file=sys.stderr)
     return 0

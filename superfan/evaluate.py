@@ -3,16 +3,21 @@
 One pass over a validation/test loader scores every method on the same faces:
 
 * **Table 1** (super-resolution): PSNR and SSIM (RGB, see :mod:`superfan.metrics`) of each *image source*
-  against HR, per yaw bin and balanced. Sources: ``bilinear`` (the baseline) and each checkpoint's
-  generator.
+  against HR, per yaw bin and balanced, and the grid artefact (``metrics.grid_artefact``: power at the
+  2- and 4-px periods relative to HR, all faces). Sources: ``bilinear`` and ``bicubic`` (the baselines)
+  and each checkpoint's generator, labelled by the paper's variant name (:func:`variant_name`).
 * **Table 2** (landmarks as an indirect quality measure): AUC at NME 0.1 per yaw bin and balanced, for
-  ``FAN-bilinear`` (teacher on bilinear upsampling), ``FAN-<name>`` (teacher on a checkpoint's SR image),
-  ``Super-FAN-<name>`` (an end-to-end checkpoint's own jointly trained FAN on its own SR image) and
-  ``FAN-HR`` (teacher on the HR image: the upper bound).
+  ``FAN-bilinear`` / ``FAN-bicubic`` (teacher on the baselines), ``FAN-<variant>`` (teacher on a
+  checkpoint's SR image, e.g. ``FAN-Ours-pixel``), ``Super-FAN`` (an end-to-end checkpoint's own jointly
+  trained FAN on its own SR image) and ``FAN-HR`` (teacher on the HR image: the upper bound).
 
 Choices where the paper is silent:
 
 * Bilinear upsampling is ``F.interpolate(mode="bilinear", align_corners=False)`` of the 16x16 input.
+* Bicubic upsampling is ``F.interpolate(mode="bicubic", antialias=True, align_corners=False)``, clamped to
+  [0, 1]: torch's antialiased path uses the Keys a = -0.5 kernel of MATLAB's ``imresize`` and PIL's
+  ``BICUBIC`` (equal to PIL to 1e-7; the non-antialiased path is OpenCV's a = -0.75), i.e. the kernel
+  ``superfan.data.degrade.downsample`` makes the LR with. It is the usual SR baseline ([20] and after).
 * A FAN sees the generator's *unclamped* output, as in training and ``superfan enhance``; PSNR/SSIM and
   the figures use the output clamped to [0, 1]. Bilinear output of [0, 1] input never leaves [0, 1].
 * Landmarks come from the last stack via ``faces.heatmaps_to_points`` (sub-pixel refinement).
@@ -48,7 +53,8 @@ from superfan.errors import UserError
 from superfan.faces import heatmaps_to_points, pose_bin, pose_bin_names
 
 RESULTS_FORMAT = "superfan-evaluation/1"
-Kind = Literal["bilinear", "sr", "superfan", "hr"]
+Kind = Literal["bilinear", "bicubic", "sr", "superfan", "hr"]
+BASELINES = ("bilinear", "bicubic")  # kinds whose image is an interpolation of the LR, no network
 
 #: Output file names inside ``out_dir`` (``report`` re-renders the tables and figures from the JSON + npz).
 FILES = {
@@ -66,10 +72,10 @@ FILES = {
 class Method:
     """One row of Table 2: which image a FAN localises on, and which FAN.
 
-    ``kind``: ``bilinear`` (generator None, bilinear upsampling of LR), ``sr`` (a generator + the teacher),
-    ``superfan`` (a generator + its own jointly trained FAN), ``hr`` (the HR image itself).
-    ``source`` names the image (the Table 1 row): ``bilinear``, the checkpoint's label, or ``HR``;
-    methods with the same source share one generator pass per batch.
+    ``kind``: ``bilinear`` / ``bicubic`` (generator None, that upsampling of LR), ``sr`` (a generator + the
+    teacher), ``superfan`` (a generator + its own jointly trained FAN), ``hr`` (the HR image itself).
+    ``source`` names the image (the Table 1 row): ``bilinear``, ``bicubic``, the checkpoint's label, or
+    ``HR``; methods with the same source share one generator pass per batch.
     """
 
     name: str
@@ -82,22 +88,30 @@ class Method:
         if self.kind in ("sr", "superfan") and self.generator is None:
             raise ValueError(f"method {self.name!r} of kind {self.kind!r} needs a generator")
         if not self.source:
-            self.source = {"bilinear": "bilinear", "hr": "HR"}.get(self.kind, self.name)
+            self.source = {"bilinear": "bilinear", "bicubic": "bicubic", "hr": "HR"}.get(self.kind, self.name)
+
+
+SUPER_FAN = "Super-FAN"
+#: Section 5's word for each loss term (Eq. 5) in the variant names: Ours-pixel-feature-heatmap-GAN.
+_TERM_NAMES = {"pixel": "pixel", "perceptual": "feature", "heatmap": "heatmap", "adversarial": "GAN"}
 
 
 def standard_methods(
     teacher: nn.Module,
     generators: Sequence[tuple[str, nn.Module, nn.Module | None]] = (),
 ) -> list[Method]:
-    """The paper's Table 2 rows: FAN-bilinear, FAN-<name> ..., Super-FAN-<name> ..., FAN-HR.
+    """The paper's Table 2 rows: FAN-bilinear, FAN-bicubic, FAN-<label> ..., Super-FAN ..., FAN-HR.
 
     ``generators`` holds ``(label, generator, own_fan_or_None)``; an own FAN (end-to-end checkpoints only)
-    adds a ``Super-FAN-<label>`` row that localises on the same SR image as ``FAN-<label>``.
+    adds a row that localises on the same SR image as ``FAN-<label>`` with that FAN: ``Super-FAN`` (the
+    paper's name) when the label is a ``Super-FAN`` variant (``Super-FAN``, ``Super-FAN#2``), else
+    ``Super-FAN-<label>``. FAN-bicubic is not in the paper's Table 2; it shows how much of FAN-X's gain over
+    FAN-bilinear a better interpolation alone gives.
     """
-    rows = [Method("FAN-bilinear", teacher, None, "bilinear")]
+    rows = [Method("FAN-bilinear", teacher, None, "bilinear"), Method("FAN-bicubic", teacher, None, "bicubic")]
     rows += [Method(f"FAN-{label}", teacher, gen, "sr", source=label) for label, gen, _ in generators]
     rows += [
-        Method(f"Super-FAN-{label}", fan, gen, "superfan", source=label)
+        Method(label if label.startswith(SUPER_FAN) else f"{SUPER_FAN}-{label}", fan, gen, "superfan", source=label)
         for label, gen, fan in generators
         if fan is not None
     ]
@@ -105,9 +119,48 @@ def standard_methods(
     return rows
 
 
+def variant_name(stage_kind: str | None, losses: Any = None) -> str | None:
+    """The paper's name (section 5, Tables 1 and 2) of a generator trained by a stage of ``stage_kind``.
+
+    ``pixel`` -> ``Ours-pixel``, ``feature`` -> ``Ours-pixel-feature``, ``heatmap`` ->
+    ``Ours-pixel-feature-heatmap``, ``gan`` -> ``Ours-pixel-feature-heatmap-GAN`` (the paper's name for the
+    GAN-trained generator whose FAN was *not* trained with it, Table 2's FAN-Ours-pixel-feature-heatmap-GAN),
+    ``end2end`` -> ``Super-FAN``. ``None`` for kinds without a generator (``fan``) or unknown ones.
+
+    ``losses`` (a ``LossesConfig`` or its dict, e.g. a checkpoint's ``config["losses"]``) drops the terms
+    the run switched off: a ``heatmap`` stage with ``perceptual.weight = 0`` is ``Ours-pixel-heatmap``, not
+    the paper's variant, and an ``end2end`` stage short of a term is ``Ours-<terms>-end2end``, not Super-FAN.
+    """
+    from superfan.train.stages import STAGE_SPECS  # the one table of what each kind trains (no Ray import)
+
+    spec = STAGE_SPECS.get(str(stage_kind))
+    if spec is None or "generator" not in spec.trains:
+        return None
+    terms = tuple(spec.losses)
+    if losses is not None:
+        weights = losses.model_dump() if hasattr(losses, "model_dump") else dict(losses)
+        terms = tuple(t for t in terms if float((weights.get(t) or {}).get("weight", 1.0)) > 0)
+        if not terms:
+            return None
+    name = "Ours-" + "-".join(_TERM_NAMES.get(t, t) for t in terms)
+    if "fan" in spec.trains:  # end-to-end: the FAN is trained with the generator
+        return SUPER_FAN if terms == tuple(spec.losses) else f"{name}-end2end"
+    return name
+
+
 def upsample_bilinear(lr: torch.Tensor, size: int = 64) -> torch.Tensor:
     """The baseline of both tables: bilinear (half-pixel centres, no antialiasing) upsampling of LR."""
     return F.interpolate(lr, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def upsample_bicubic(lr: torch.Tensor, size: int = 64) -> torch.Tensor:
+    """The standard SR baseline: bicubic upsampling with MATLAB ``imresize``'s kernel, clamped to [0, 1].
+
+    ``antialias=True`` selects torch's Keys a = -0.5 kernel (PIL's ``BICUBIC``, MATLAB's ``imresize``), the
+    kernel the LR was made with (``degrade.downsample``); for upsampling it does not widen the kernel.
+    Clamped because bicubic overshoots at edges, as ``degrade.downsample`` clamps.
+    """
+    return F.interpolate(lr, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0.0, 1.0)
 
 
 def _device_of(*modules: nn.Module | None) -> torch.device:
@@ -140,6 +193,7 @@ class _Collected:
     psnr: dict[str, list[np.ndarray]] = field(default_factory=dict)
     ssim: dict[str, list[np.ndarray]] = field(default_factory=dict)
     nme: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    grid: dict[str, list[np.ndarray]] = field(default_factory=dict)  # metrics.grid_power per source and HR
     samples: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # pose bin -> faces
 
     def arrays(self) -> dict[str, Any]:
@@ -150,6 +204,7 @@ class _Collected:
             "psnr": {k: cat(v) for k, v in self.psnr.items()},
             "ssim": {k: cat(v) for k, v in self.ssim.items()},
             "nme": {k: cat(v) for k, v in self.nme.items()},
+            "grid": {k: cat(v) for k, v in self.grid.items()},
         }
 
 
@@ -203,17 +258,21 @@ def _run(
         out.pose_sources.update(str(s or "none") for s in (batch.get("pose_source") or [None] * len(hr)))
 
         raw: dict[str, torch.Tensor] = {}  # what a FAN sees (unclamped generator output)
+        out.grid.setdefault("HR", []).append(metrics.grid_power(hr).cpu().numpy())
         for name, meth in sources.items():
             if meth.kind == "hr":
                 raw[name] = hr
             elif meth.kind == "bilinear":
                 raw[name] = upsample_bilinear(lr, hr.shape[-1])
+            elif meth.kind == "bicubic":
+                raw[name] = upsample_bicubic(lr, hr.shape[-1])
             else:
                 raw[name] = meth.generator(lr).float()  # type: ignore[misc]
             if meth.kind != "hr":
                 img = raw[name].clamp(0.0, 1.0)
                 out.psnr.setdefault(name, []).append(metrics.psnr(img, hr).cpu().numpy())
                 out.ssim.setdefault(name, []).append(metrics.ssim(img, hr).cpu().numpy())
+                out.grid.setdefault(name, []).append(metrics.grid_power(img).cpu().numpy())
 
         idx = torch.nonzero(has).flatten()
         points: dict[str, torch.Tensor] = {}
@@ -300,6 +359,7 @@ def validation_metrics(
     None: the FAN-bilinear baseline); when ``fan`` is None the ``teacher`` does. Keys: ``val_auc_balanced``,
     ``val_auc_<bin>`` (``0_30``, ``30_60``, ``60_90`` with the default bins), ``val_auc`` (all faces with
     landmarks, any yaw), ``val_nme`` (mean over those), ``val_psnr``, ``val_ssim`` (all faces),
+    ``val_grid_artefact`` (``metrics.grid_artefact`` of the SR images against HR, all faces),
     ``val_faces``, ``val_faces_landmarks``, ``val_faces_<bin>``, ``val_faces_unknown_yaw``. Empty bins give
     NaN and are left out of the balanced mean.
 
@@ -336,6 +396,7 @@ def validation_metrics(
     psnr, ssim = a["psnr"].get("sr", np.zeros(0)), a["ssim"].get("sr", np.zeros(0))
     out["val_psnr"] = float(np.mean(psnr)) if len(psnr) else float("nan")
     out["val_ssim"] = float(np.mean(ssim)) if len(ssim) else float("nan")
+    out["val_grid_artefact"] = metrics.grid_ratio(a["grid"].get("sr", np.zeros(0)), a["grid"].get("HR", np.zeros(0)))
     counts = metrics.pose_counts(a["nme"]["val"], a["yaw"], edges)
     out["val_faces"] = len(a["yaw"])
     out["val_faces_landmarks"] = counts["all"]
@@ -377,8 +438,9 @@ def evaluate_models(
     """Tables 1 and 2, CED curves and sample faces for already-built models; writes files if ``out_dir``.
 
     Returns the results dict (also ``results.json``): ``table1`` rows (one per non-HR image source, PSNR
-    and SSIM per bin, ``balanced`` and ``all``), ``table2`` rows (one per method, AUC and mean NME per bin,
-    ``balanced`` and ``all``), ``ced`` curves on ``[0, threshold]``, face counts and pose sources.
+    and SSIM per bin, ``balanced`` and ``all``, and ``grid_artefact`` over all faces), ``table2`` rows (one
+    per method, AUC and mean NME per bin, ``balanced`` and ``all``), ``ced`` curves on ``[0, threshold]``,
+    face counts and pose sources.
     """
     if not methods:
         raise ValueError("evaluate_models needs at least one method")
@@ -399,6 +461,7 @@ def evaluate_models(
             "method": src,
             "psnr": metrics.mean_by_pose(a["psnr"][src], yaw, edges),
             "ssim": metrics.mean_by_pose(a["ssim"][src], yaw, edges),
+            "grid_artefact": metrics.grid_ratio(a["grid"][src], a["grid"].get("HR", np.zeros(0))),
         }
         for src in a["psnr"]
     ]
@@ -453,6 +516,7 @@ def evaluate_models(
             **{f"nme/{k}": v for k, v in a["nme"].items()},
             **{f"psnr/{k}": v for k, v in a["psnr"].items()},
             **{f"ssim/{k}": v for k, v in a["ssim"].items()},
+            **{f"grid/{k}": v for k, v in a["grid"].items()},
         )
         results["files"]["per_face"] = FILES["per_face"]
         storage.write_text(storage.join(str(out_dir), FILES["json"]), json.dumps(results, indent=2))
@@ -514,17 +578,29 @@ def _faces_note(results: dict[str, Any], landmarks: bool) -> str:
 
 
 def table1_markdown(results: dict[str, Any]) -> str:
-    """Table 1 laid out like the paper's: rows = image sources, PSNR then SSIM per yaw bin + balanced."""
+    """Table 1 laid out like the paper's: rows = image sources, PSNR then SSIM per yaw bin + balanced.
+
+    A last column, not in the paper, gives the grid artefact (``metrics.grid_artefact``, all faces; "–" in
+    results written before it existed).
+    """
     keys, names = results["pose_bins"]["keys"], results["pose_bins"]["names"]
     cols = [*keys, "balanced"]
     header = ["Method"] + [f"PSNR {n}" for n in [*names, "balanced"]] + [f"SSIM {n}" for n in [*names, "balanced"]]
+    header.append("grid artefact")
     rows = []
     for row in results["table1"]:
-        label = "bilinear upsample (baseline)" if row["method"] == "bilinear" else row["method"]
+        label = f"{row['method']} upsample (baseline)" if row["method"] in BASELINES else row["method"]
         rows.append(
-            [label] + [_fmt(row["psnr"].get(k), ".2f") for k in cols] + [_fmt(row["ssim"].get(k), ".4f") for k in cols]
+            [label]
+            + [_fmt(row["psnr"].get(k), ".2f") for k in cols]
+            + [_fmt(row["ssim"].get(k), ".4f") for k in cols]
+            + [_fmt(row.get("grid_artefact"), ".2f")]
         )
-    title = "Table 1: PSNR (dB) and SSIM on RGB of the super-resolved 64x64 faces, per |yaw| bin."
+    title = (
+        "Table 1: PSNR (dB) and SSIM on RGB of the super-resolved 64x64 faces, per |yaw| bin; grid artefact = "
+        "share of spectral power at the 2- and 4-px periods relative to HR's (1.00 = HR's level, above = a "
+        "sub-pixel grid texture, below = less fine detail than HR), all faces."
+    )
     return f"{title}\n\n{_md_table(header, rows)}\n\n{_faces_note(results, landmarks=False)}.\n"
 
 
@@ -650,6 +726,12 @@ def write_outputs(
 
 
 def _label(path: str, payload: dict[str, Any]) -> str:
+    """The paper's variant name of a checkpoint's generator (:func:`variant_name` of its stage kind and its
+    config's loss weights), else its stage name, else its directory name."""
+    losses = (payload.get("config") or {}).get("losses")
+    variant = variant_name(payload.get("stage_kind"), losses if isinstance(losses, dict) else None)
+    if variant:
+        return variant
     stage = payload.get("stage")
     if stage:
         return str(stage)
@@ -662,7 +744,8 @@ def methods_from_checkpoints(
     """Load the teacher FAN and each checkpoint, and lay out the paper's Table 2 rows for them.
 
     Returns ``(methods, meta)``; ``meta`` records what was loaded (paths, stages, configs) for the JSON.
-    A checkpoint's label is its stage name (``pixel``, ``end2end`` ...), made unique with ``#2``, ``#3``.
+    A checkpoint's label is the paper's variant name of its stage kind (``Ours-pixel`` ... ``Super-FAN``,
+    :func:`variant_name`), else its stage name, made unique with ``#2``, ``#3``.
     """
     from superfan.checkpoint import load_checkpoint, models_from_checkpoint, require_file
 

@@ -1,5 +1,8 @@
 """``superfan evaluate`` (Tables 1 and 2 for checkpoints on a shard set) and ``superfan report`` (re-render).
 
+Table 1 has the bilinear and bicubic baselines, one row per checkpoint labelled by the paper's variant name
+(``superfan.evaluate.variant_name``) and a grid-artefact column; Table 2 the FAN rows on those images.
+
 Both print the Markdown tables to stdout and write them with the figures and ``results.json`` to ``--out``
 (local directory or ``s3://`` prefix). ``report`` needs only the JSON (and, for the sample grid, the
 ``samples.npz`` written beside it), so tables and figures can be restyled without re-running models.
@@ -36,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         "checkpoints",
         nargs="*",
         metavar="CHECKPOINT",
-        help="Super-FAN stage checkpoints; each adds FAN-<stage> (and Super-FAN-<stage> for end2end) rows",
+        help="Super-FAN stage checkpoints; each adds a Table 1 row named by the paper's variant (Ours-pixel, "
+        "Ours-pixel-feature, Ours-pixel-feature-heatmap, Ours-pixel-feature-heatmap-GAN, Super-FAN) and a "
+        "FAN-<variant> row to Table 2 (and Super-FAN, its own FAN, for end2end)",
     )
     parser.add_argument(
         "--config",
@@ -80,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--max-faces must be >= 1, got {args.max_faces}")
     if args.samples < 0:
         raise UserError(f"--samples must be >= 0, got {args.samples}")
-    cfg = load_config(args.config) if args.config else None
+    # only the data stream and bins come from it: no perceptual net here, so no perceptual-weights check
+    cfg = load_config(args.config, for_training=False) if args.config else None
     results = evaluate_methods(
         args.data,
         args.fan,

@@ -22,6 +22,11 @@ Definitions (the paper is silent on several; our choices are marked):
 * **CED(t)** = fraction of faces with ``NME <= t``. **AUC@T** = ``(1/T) * integral_0^T CED(t) dt`` by the
   trapezoid rule on ``steps + 1`` equally spaced thresholds ``0, T/steps, ..., T`` (as [4]'s evaluation
   code); it lies in [0, 1] and equals ``mean_i max(0, 1 - NME_i / T)`` to within ``1 / (2 * steps)``.
+* **Grid artefact** (ours; the paper has no such measure): the generator's two x2 sub-pixel upsamplers can
+  leave a periodic texture of period 2 px (from the 32 -> 64 shuffle) and 4 px (16 -> 32), the
+  checkerboard of Aitken et al. 2017 / Odena et al. 2016. :func:`grid_power` is the share of an image's
+  spectral power at exactly those frequencies, :func:`grid_artefact` its ratio SR / HR (1.0 = HR's level).
+  PSNR and SSIM barely see such a texture; this number does.
 """
 
 from __future__ import annotations
@@ -96,6 +101,71 @@ def ssim(
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
     return s.mean(dim=(2, 3)).mean(dim=1)
+
+
+def _grid_mask(h: int, w: int, periods: Sequence[int]) -> torch.Tensor:
+    """FFT bins ``(H, W)`` of every frequency ``(ky/H, kx/W)`` of a pattern periodic with ``periods``, no DC."""
+    p = math.lcm(*periods)
+    if h % p or w % p:
+        raise ValueError(f"grid artefact needs image sides divisible by {p}, got {h}x{w}")
+    mask = torch.zeros(h, w, dtype=torch.bool)
+    mask[:: h // p, :: w // p] = True  # k / p cycles/px along each axis, k = 0 .. p-1
+    mask[0, 0] = False
+    return mask
+
+
+def grid_power(images: torch.Tensor, periods: Sequence[int] = (2, 4)) -> torch.Tensor:
+    """Per image ``(B,)`` float64: share of its AC spectral power at the sub-pixel grid frequencies.
+
+    * The frequencies are those of a pattern periodic with ``periods`` px in x and y (for 2 and 4:
+      0, 1/4, 1/2, 3/4 cycles/px along each axis, i.e. the 15 FFT bins ``(ky, kx)`` in multiples of
+      ``H/4``, ``W/4`` except DC). A PixelShuffle(2) checkerboard puts its power at the 1/2 bins, two
+      stacked ones (16 -> 32 -> 64 px) at the 1/4 bins too.
+    * Per channel (RGB, not luma: colour noise on the grid counts), mean removed, times a 2-D periodic Hann
+      window. The window keeps the jump at the border of the FFT's periodic extension from leaking onto the
+      axes, and it spreads each bin over its +-1 neighbours (the Hann kernel is ``[-1/4, 1/2, -1/4]`` in
+      frequency), so a texture slightly off the exact grid, or modulated by the face, still counts.
+    * Normalised by the image's total windowed AC power (all channels): the measure then tracks the
+      *shape* of the spectrum, not its scale, so a low-contrast image is not rewarded and a fresh,
+      untrained generator (arbitrary output scale) is comparable to HR. A blurred image has little power
+      at these high frequencies and scores below HR (bilinear and bicubic upsampling: ~0).
+    * A constant image (no AC power) scores 0.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"expected a (B, C, H, W) batch, got {tuple(images.shape)}")
+    x = images.detach().double()
+    h, w = x.shape[-2:]
+    mask = _grid_mask(h, w, periods).to(x.device)
+    wy = torch.hann_window(h, periodic=True, dtype=torch.float64, device=x.device)
+    wx = torch.hann_window(w, periodic=True, dtype=torch.float64, device=x.device)
+    x = (x - x.mean(dim=(-2, -1), keepdim=True)) * (wy[:, None] * wx[None, :])
+    spec = torch.fft.fft2(x).abs().pow(2)  # (B, C, H, W)
+    grid = (spec * mask).sum(dim=(1, 2, 3))
+    total = spec.sum(dim=(1, 2, 3))
+    return torch.where(total > 0, grid / total.clamp_min(1e-300), torch.zeros_like(total))
+
+
+def grid_ratio(sr_power: ArrayLike, hr_power: ArrayLike) -> float:
+    """``mean(sr_power) / mean(hr_power)`` of per-face :func:`grid_power` values; NaN if either is empty.
+
+    A ratio of means (not a mean of ratios): one HR face with almost no fine detail cannot blow it up.
+    """
+    s, h = _as_numpy(sr_power), _as_numpy(hr_power)
+    s, h = s[~np.isnan(s)], h[~np.isnan(h)]
+    if not len(s) or not len(h) or not np.mean(h) > 0:
+        return float("nan")
+    return float(np.mean(s) / np.mean(h))
+
+
+def grid_artefact(sr: torch.Tensor, hr: torch.Tensor, periods: Sequence[int] = (2, 4)) -> float:
+    """Grid-artefact ratio of a batch: :func:`grid_power` of ``sr`` over that of ``hr``, means over the batch.
+
+    1.0 = the SR images have HR's share of power at the 2- and 4-px periods; well above 1 = a visible
+    sub-pixel grid; below 1 = less fine detail there than HR (blur). Clamp generator output first, as for
+    PSNR.
+    """
+    _check_images(sr, hr)
+    return grid_ratio(grid_power(sr, periods), grid_power(hr, periods))
 
 
 # ------------------------------------------------------------------------------------------- landmarks

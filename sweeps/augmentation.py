@@ -5,7 +5,9 @@ real photos.
 
 Run from the repository root: ``python sweeps/augmentation.py``; on a cluster:
 ``ray job submit --address http://HEAD:8265 --working-dir . -- python sweeps/augmentation.py --config
-sweeps/configs/paper.yaml --storage s3://bucket/prefix``. ``--help`` lists the options.
+sweeps/configs/paper.yaml --storage s3://bucket/prefix model.perceptual_weights=URL`` (the paper
+profile needs the ImageNet ResNet-50 of Eq. 2, or ``random``: see sweeps/configs/paper.yaml).
+``--help`` lists the options.
 """
 
 from __future__ import annotations

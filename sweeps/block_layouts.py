@@ -5,7 +5,9 @@ point is that blocks at low resolution are cheap and help; the sweep checks it o
 
 Run from the repository root: ``python sweeps/block_layouts.py``; on a cluster:
 ``ray job submit --address http://HEAD:8265 --working-dir . -- python sweeps/block_layouts.py --config
-sweeps/configs/paper.yaml --storage s3://bucket/prefix``. ``--help`` lists the options.
+sweeps/configs/paper.yaml --storage s3://bucket/prefix model.perceptual_weights=URL`` (the paper
+profile needs the ImageNet ResNet-50 of Eq. 2, or ``random``: see sweeps/configs/paper.yaml).
+``--help`` lists the options.
 """
 
 from __future__ import annotations

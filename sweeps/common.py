@@ -94,6 +94,9 @@ class SweepSettings:
     #: autoscaler start GPU nodes); CPU trials as many as the cluster's CPUs fit now.
     max_concurrent: int | None = None
     keep_checkpoints: int = 2  #: per trial, the best by ``metric`` (plus Train's latest)
+    #: stages whose reports may be promoted (default: the last stage run, so a Super-FAN sweep promotes a
+    #: Super-FAN checkpoint, not an earlier stage's that happened to score higher on a small val set)
+    promote_stages: list[str] | None = None
     trial_memory_gb: float = 0.25  #: what the (CPU-less) trial actor reserves
     seed: int = 0
     synthetic_train: int = 512
@@ -342,6 +345,9 @@ def plan(kind: str, args: argparse.Namespace) -> Sweep:
     if cfg.data.train and not cfg.data.val:
         raise ConfigError("no validation data: pass --val URL (the promotion metric is validation AUC)")
     stages = settings.stages or [s.name for s in cfg.stages if s.kind != "fan"]
+    unknown = sorted(set(settings.promote_stages or []) - set(stages))
+    if unknown:
+        raise ConfigError(f"{args.config}: sweep: promote_stages {unknown} are not among the stages run {stages}")
     for stage_name in stages:
         stage = cfg.stage(stage_name)
         epochs = settings.epochs.get(stage_name) if isinstance(settings.epochs, dict) else settings.epochs
@@ -655,6 +661,7 @@ def trial_rows(results: Any, sweep: Sweep) -> tuple[list[dict[str, Any]], list[A
     from superfan.train.trainer import checkpoint_url
 
     metric, mode = sweep.settings.metric, sweep.settings.mode
+    promotable = set(sweep.settings.promote_stages or sweep.stages[-1:])
     rows, candidates = [], []
     for result in results:
         df = result.metrics_dataframe
@@ -675,7 +682,7 @@ def trial_rows(results: Any, sweep: Sweep) -> tuple[list[dict[str, Any]], list[A
             if best is None or (value > best[metric] if mode == "max" else value < best[metric]):
                 best = rec
             ckpt = rec.get("checkpoint_path")
-            if isinstance(ckpt, str) and ckpt:
+            if isinstance(ckpt, str) and ckpt and rec.get("stage") in promotable:
                 params = {k: cfg[k] for k in sweep.space if k in cfg}
                 metrics = {k: rec.get(k) for k in REPORT_KEYS if k in rec}
                 metrics["training_iteration"] = rec.get("training_iteration")

@@ -5,7 +5,9 @@ config's own values are the first trial), scored by balanced validation AUC acro
 
 Run from the repository root: ``python sweeps/loss_weights.py``; on a cluster:
 ``ray job submit --address http://HEAD:8265 --working-dir . -- python sweeps/loss_weights.py --config
-sweeps/configs/paper.yaml --storage s3://bucket/prefix``. ``--help`` lists the options.
+sweeps/configs/paper.yaml --storage s3://bucket/prefix model.perceptual_weights=URL`` (the paper
+profile needs the ImageNet ResNet-50 of Eq. 2, or ``random``: see sweeps/configs/paper.yaml).
+``--help`` lists the options.
 """
 
 from __future__ import annotations

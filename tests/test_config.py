@@ -25,11 +25,12 @@ def test_paper_defaults() -> None:
 
 
 def test_round_trip_through_dict_and_yaml(tmp_path: Path) -> None:
-    cfg = load_config(None, {"losses.heatmap.type": "l1", "model.generator.layout": [16, 1, 1]})
+    overrides = {"losses.heatmap.type": "l1", "model.generator.layout": [16, 1, 1]}
+    cfg = load_config(None, {**overrides, "model.perceptual_weights": "random"})
     again = from_dict(cfg.to_dict())
     assert again == cfg
     path = tmp_path / "run.yaml"
-    path.write_text(cfg.to_yaml())
+    path.write_text(cfg.to_yaml())  # profile: paper, so it needs perceptual weights or 'random' to load
     assert load_config(str(path)) == cfg
 
 
@@ -68,3 +69,34 @@ def test_unknown_profile_and_missing_file() -> None:
         load_config("no-such-profile")
     with pytest.raises(ConfigError, match="not found"):
         load_config("/no/such/file.yaml")
+
+
+def test_paper_profile_refuses_to_train_without_perceptual_weights(tmp_path: Path) -> None:
+    """Without ImageNet weights Eq. 2 is a random-projection loss: the paper profile must be told which."""
+    with pytest.raises(ConfigError) as err:
+        load_config("paper")
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("profile paper: model.perceptual_weights is unset")
+    assert "ResNet-50" in msg and "'random'" in msg
+    sweep = Path(__file__).resolve().parents[1] / "sweeps" / "configs" / "paper.yaml"
+    with pytest.raises(ConfigError, match=r"profile paper \(.*paper.yaml\): model.perceptual_weights is unset"):
+        load_config(str(sweep))  # base: paper; the sweep command has to pass the weights
+    assert load_config(str(sweep), ["model.perceptual_weights=random"]).model.perceptual_weights == "random"
+    weights = load_config("paper", {"model.perceptual_weights": str(tmp_path / "resnet50.pth")})
+    assert weights.model.perceptual_weights.endswith("resnet50.pth")  # the file is read when the net is built
+    # only for runs: evaluation, `superfan config`, benchmarks, defaults and saved checkpoints' configs load
+    assert load_config("paper", for_training=False).model.perceptual_weights is None
+    assert load_config(None).profile == "paper" and from_dict(load_config("paper", for_training=False).to_dict())
+    # tiny keeps random features by default (with the loud warning when the net is built)
+    assert load_config("tiny").model.perceptual_weights is None
+
+
+def test_config_cli_shows_a_refused_config_with_a_note(capsys: pytest.CaptureFixture[str]) -> None:
+    from superfan.cli import main
+
+    assert main(["config", "paper", "degrade.real_world=true"]) == 0
+    out = capsys.readouterr()
+    assert "real_world: true" in out.out and "perceptual_weights: null" in out.out
+    assert "would refuse" in out.err and "model.perceptual_weights is unset" in out.err
+    assert main(["config", "paper", "model.perceptual_weights=random"]) == 0
+    assert "refuse" not in capsys.readouterr().err

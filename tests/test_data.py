@@ -230,3 +230,23 @@ def test_degrade_is_seeded_and_real_world_changes_the_input() -> None:
     assert a.shape == (6, 3, 16, 16) and torch.equal(a, b)
     assert a.min() >= 0 and a.max() <= 1
     assert torch.equal(clean, downsample(hr)) and (a - clean).abs().mean() > 0.01
+
+
+def test_real_world_blur_applies_to_the_input_by_default_or_to_hr() -> None:
+    """Section 5.3 blurs "the input images": blur_on=lr is blur(downsample(hr)), blur_on=hr is
+    downsample(blur(hr)); one seed draws the same kernels in both, and the input blur is the stronger."""
+    hr = torch.rand(5, 3, 64, 64)
+    only_blur = {"real_world": True, "blur_prob": 1.0, "jpeg_prob": 0.0, "color_prob": 0.0, "noise_prob": 0.0}
+    assert DegradeConfig().blur_on == "lr"
+    sizes, sigmas = sample_blur(np.random.default_rng(4), 5, DegradeConfig(**only_blur))
+    assert (sizes >= 3).all()
+    on_lr = degrade(hr, DegradeConfig(**only_blur), np.random.default_rng(4))
+    on_hr = degrade(hr, DegradeConfig(**only_blur, blur_on="hr"), np.random.default_rng(4))
+    assert on_lr.shape == on_hr.shape == (5, 3, 16, 16)
+    torch.testing.assert_close(on_lr, blur(downsample(hr), sizes, sigmas))
+    torch.testing.assert_close(on_hr, downsample(blur(hr, sizes, sigmas)))
+    assert (on_lr - on_hr).abs().mean() > 0.01
+    clean = downsample(hr)  # the same kernel removes more of the 16 px detail when it acts at 16 px
+    assert (on_lr - clean).abs().mean() > 2 * (on_hr - clean).abs().mean()
+    with pytest.raises(ValueError):
+        DegradeConfig(blur_on="both")

@@ -25,8 +25,10 @@ from superfan.evaluate import (
     Method,
     evaluate_models,
     standard_methods,
+    upsample_bicubic,
     upsample_bilinear,
     validation_metrics,
+    variant_name,
 )
 from superfan.faces import points_to_heatmaps, pose_bin
 
@@ -130,6 +132,7 @@ def test_oracle_fan_gives_perfect_auc_through_the_whole_landmark_path(faces: dic
     up = upsample_bilinear(faces["lr"]).clamp(0, 1)
     assert out["val_psnr"] == pytest.approx(metrics.psnr(up, faces["hr"]).mean().item(), abs=1e-6)
     assert out["val_ssim"] == pytest.approx(metrics.ssim(up, faces["hr"]).mean().item(), abs=1e-6)
+    assert out["val_grid_artefact"] == pytest.approx(metrics.grid_artefact(up, faces["hr"]), rel=1e-9)
 
 
 def test_a_wrong_fan_scores_low(faces: dict) -> None:
@@ -148,6 +151,7 @@ def test_validation_metrics_modes_keys_and_caps(faces: dict) -> None:
     out = validation_metrics(gen, fan, _batches(faces), cfg, teacher=teacher, max_batches=2)
     assert gen.training and not fan.training and teacher.training  # each restored to its own mode
     required = {"val_auc_balanced", "val_auc_0_30", "val_auc_30_60", "val_auc_60_90", "val_nme", "val_psnr"}
+    required.add("val_grid_artefact")
     assert required | {"val_ssim", "val_faces"} <= set(out)
     assert out["val_faces"] == 8  # two batches of 4
     assert "val_teacher_auc_balanced" in out and "val_teacher_nme" in out  # fan differs from teacher
@@ -177,7 +181,7 @@ def test_evaluate_models_writes_tables_json_and_figures(faces: dict, tmp_path: P
     gen = TinyGenerator()
     methods = standard_methods(oracle, [("pixel", gen, None), ("end2end", TinyGenerator(), TinyFAN())])
     names = [m.name for m in methods]
-    assert names == ["FAN-bilinear", "FAN-pixel", "FAN-end2end", "Super-FAN-end2end", "FAN-HR"]
+    assert names == ["FAN-bilinear", "FAN-bicubic", "FAN-pixel", "FAN-end2end", "Super-FAN-end2end", "FAN-HR"]
     res = evaluate_models(methods, _batches(faces), cfg, tmp_path, samples=4, meta={"note": "test"})
 
     for f in (
@@ -199,10 +203,14 @@ def test_evaluate_models_writes_tables_json_and_figures(faces: dict, tmp_path: P
     assert rows["FAN-bilinear"]["auc"]["balanced"] > 0.97
     assert rows["Super-FAN-end2end"]["auc"]["balanced"] < 0.5  # a random FAN
     assert set(rows["FAN-HR"]["auc"]) == {"0_30", "30_60", "60_90", "balanced", "all"}
-    assert [r["method"] for r in res["table1"]] == ["bilinear", "pixel", "end2end"]  # no HR row
-    bil = res["table1"][0]
+    assert [r["method"] for r in res["table1"]] == ["bilinear", "bicubic", "pixel", "end2end"]  # no HR row
+    bil, bic = res["table1"][0], res["table1"][1]
     up = upsample_bilinear(faces["lr"]).clamp(0, 1)
     assert bil["psnr"]["all"] == pytest.approx(metrics.psnr(up, faces["hr"]).mean().item(), abs=1e-6)
+    cubic = upsample_bicubic(faces["lr"])
+    assert bic["psnr"]["all"] == pytest.approx(metrics.psnr(cubic, faces["hr"]).mean().item(), abs=1e-6)
+    assert bil["grid_artefact"] == pytest.approx(metrics.grid_artefact(up, faces["hr"]), rel=1e-9)
+    assert all(r["grid_artefact"] is not None for r in res["table1"])
     assert res["faces"]["all"] == 12 and res["faces"]["with_landmarks"]["all"] == 11
     assert res["faces"]["unknown_yaw"] == 1 and res["pose_sources"] == {"estimated": 12}
     assert len(res["ced"]["curves"]["FAN-HR"]) == len(res["ced"]["thresholds"])
@@ -210,17 +218,20 @@ def test_evaluate_models_writes_tables_json_and_figures(faces: dict, tmp_path: P
 
     t2 = (tmp_path / "table2.md").read_text()
     assert "| FAN-HR |" in t2 and "[0,30)" in t2 and "[60,90]" in t2 and "balanced" in t2 and "%" in t2
-    assert "| bilinear upsample (baseline) |" in (tmp_path / "table1.md").read_text()
+    t1 = (tmp_path / "table1.md").read_text()
+    assert "| bilinear upsample (baseline) |" in t1 and "| bicubic upsample (baseline) |" in t1
+    assert "grid artefact |" in t1.splitlines()[2]
 
     grid = Image.open(tmp_path / "samples.png")
-    # columns: LR | FAN-bilinear | FAN-pixel | FAN-end2end | Super-FAN-end2end | FAN-HR; 4 faces, 128 px tiles
-    assert grid.size == (6 * 128, 14 + 4 * 128)
+    # columns: LR | FAN-bilinear | FAN-bicubic | FAN-pixel | FAN-end2end | Super-FAN-end2end | FAN-HR; 128 px tiles
+    assert grid.size == (7 * 128, 14 + 4 * 128)
     with np.load(tmp_path / "samples.npz") as s:
-        assert s["images"].shape == (4, 5, 3, 64, 64) and s["points"].shape == (4, 5, 68, 2)
+        assert s["images"].shape == (4, 6, 3, 64, 64) and s["points"].shape == (4, 6, 68, 2)
         # round-robin over bins: the first three samples cover the three bins
         assert sorted(pose_bin(s["yaw"][:3]).tolist()) == [0, 1, 2]
     with np.load(tmp_path / "per_face.npz") as pf:
         assert np.isnan(pf["nme/FAN-HR"][3]) and pf["psnr/bilinear"].shape == (12,)
+        assert pf["grid/HR"].shape == (12,) and pf["grid/bicubic"].shape == (12,)
     assert Image.open(tmp_path / "ced.png").size[0] > 300
 
 
@@ -301,19 +312,22 @@ def test_methods_from_checkpoints_builds_the_paper_rows(faces: dict, tmp_path: P
             },
         )
     methods, meta = methods_from_checkpoints(str(tmp_path / "t"), [str(tmp_path / "pixel"), str(tmp_path / "end2end")])
+    # rows named as the paper's: FAN-Ours-pixel, and for end2end the teacher on its image and its own FAN
     assert [m.name for m in methods] == [
         "FAN-bilinear",
-        "FAN-pixel",
-        "FAN-end2end",
-        "Super-FAN-end2end",
+        "FAN-bicubic",
+        "FAN-Ours-pixel",
+        "FAN-Super-FAN",
+        "Super-FAN",
         "FAN-HR",
     ]
-    assert [c["label"] for c in meta["checkpoints"]] == ["pixel", "end2end"]
+    assert [c["label"] for c in meta["checkpoints"]] == ["Ours-pixel", "Super-FAN"]
     res = evaluate_models(methods, _batches(faces), cfg, None, samples=0)
-    assert len(res["table2"]) == 5 and len(res["table1"]) == 3
+    assert len(res["table2"]) == 6
+    assert [r["method"] for r in res["table1"]] == ["bilinear", "bicubic", "Ours-pixel", "Super-FAN"]
     # the same stage twice gets a unique label; a FAN checkpoint is not a method; missing paths fail clearly
     methods, _ = methods_from_checkpoints(str(tmp_path / "t"), [str(tmp_path / "pixel")] * 2)
-    assert [m.name for m in methods][1:3] == ["FAN-pixel", "FAN-pixel#2"]
+    assert [m.name for m in methods][2:4] == ["FAN-Ours-pixel", "FAN-Ours-pixel#2"]
     with pytest.raises(UserError, match="holds no generator"):
         methods_from_checkpoints(str(tmp_path / "t"), [str(tmp_path / "t")])
     with pytest.raises(UserError, match="checkpoint.pt"):
@@ -344,3 +358,30 @@ def test_evaluate_on_the_real_data_stream(tmp_path: Path) -> None:
     rows = {r["method"]: r for r in res["table2"]}
     assert rows["FAN-HR"]["auc"]["all"] > 0.97
     assert res["faces"]["all"] == 12 and (tmp_path / "out" / "samples.png").is_file()
+
+
+def test_variant_names_follow_the_paper() -> None:
+    """Section 5's names from the stage kind, and from the loss weights that were actually on."""
+    assert variant_name("pixel") == "Ours-pixel"
+    assert variant_name("feature") == "Ours-pixel-feature"
+    assert variant_name("heatmap") == "Ours-pixel-feature-heatmap"
+    assert variant_name("gan") == "Ours-pixel-feature-heatmap-GAN"  # Table 2's FAN-Ours-pixel-feature-heatmap-GAN
+    assert variant_name("end2end") == "Super-FAN"
+    assert variant_name("fan") is None and variant_name(None) is None and variant_name("nonsense") is None
+    cfg = Config()
+    assert variant_name("end2end", cfg.losses) == "Super-FAN"
+    cfg.losses.perceptual.weight = 0.0  # a heatmap stage without Eq. 2 is not the paper's variant
+    assert variant_name("heatmap", cfg.losses) == "Ours-pixel-heatmap"
+    assert variant_name("end2end", cfg.to_dict()["losses"]) == "Ours-pixel-heatmap-GAN-end2end"
+    assert variant_name("feature", cfg.losses) == "Ours-pixel"
+
+
+def test_bicubic_baseline_is_matlab_imresize_kernel() -> None:
+    """Keys a = -0.5 (PIL BICUBIC, MATLAB imresize), the kernel degrade.downsample uses, clamped to [0, 1]."""
+    g = torch.Generator().manual_seed(1)
+    lr = torch.rand(2, 3, 16, 16, generator=g)
+    up = upsample_bicubic(lr)
+    assert up.shape == (2, 3, 64, 64) and up.min() >= 0 and up.max() <= 1
+    for c in range(3):
+        ref = Image.fromarray(lr[0, c].numpy(), mode="F").resize((64, 64), Image.Resampling.BICUBIC)
+        np.testing.assert_allclose(up[0, c].numpy(), np.asarray(ref).clip(0, 1), atol=1e-6)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -89,6 +90,44 @@ def test_generator_gradients_reach_every_parameter() -> None:
     g = Generator(layout=(1, 1, 1), channels=8, long_skip=True)
     g(torch.rand(2, 3, 16, 16)).square().mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in g.parameters())
+
+
+def _shuffled_convs(g: nn.Module) -> list[tuple[nn.Module, nn.PixelShuffle]]:
+    """(module just before, PixelShuffle) for every PixelShuffle of ``g``, found without the generator's code."""
+    out = []
+    for seq in g.modules():
+        if isinstance(seq, nn.Sequential):
+            kids = list(seq)
+            out += [(kids[i - 1], k) for i, k in enumerate(kids) if isinstance(k, nn.PixelShuffle) and i > 0]
+    return out
+
+
+@pytest.mark.parametrize("build", [lambda: Generator(layout=(2, 1, 1), channels=8), Generator.srresnet])
+def test_fresh_generator_sub_pixel_convs_are_icnr(build) -> None:
+    """ICNR (Aitken et al. 2017): the r*r sub-kernels of every shuffled output channel start equal, so
+    conv + PixelShuffle is nearest-neighbour upsampling of one conv: no checkerboard at initialisation."""
+    torch.manual_seed(0)
+    g = build()
+    shuffles = _shuffled_convs(g)
+    assert len(shuffles) == 2 == sum(isinstance(m, nn.PixelShuffle) for m in g.modules())
+    for conv, ps in shuffles:
+        assert isinstance(conv, nn.Conv2d)
+        r2 = ps.upscale_factor**2
+        w = conv.weight.detach().view(conv.out_channels // r2, r2, *conv.weight.shape[1:])
+        assert torch.equal(w, w[:, :1].expand_as(w))  # equal across the r*r sub-kernels of each channel
+        assert not torch.equal(w[0, 0], w[1, 0])  # but independent across output channels
+        assert conv.bias is None or not conv.bias.any()
+        assert w.std().item() == pytest.approx((2 / (conv.in_channels * 9)) ** 0.5, rel=0.25)  # Kaiming scale
+        # the block really is nearest-neighbour upsampling of one convolution
+        x = torch.rand(1, conv.in_channels, 5, 5)
+        with torch.no_grad():
+            single = F.conv2d(x, w[:, 0], None if conv.bias is None else conv.bias[::r2], padding=1)
+            torch.testing.assert_close(ps(conv(x)), F.interpolate(single, scale_factor=2, mode="nearest"))
+    plain = build()
+    plain.reset_parameters(icnr=False)  # the comparison init: independent sub-kernels
+    for conv, ps in _shuffled_convs(plain):
+        w = conv.weight.detach().view(-1, ps.upscale_factor**2, *conv.weight.shape[1:])
+        assert not torch.equal(w, w[:, :1].expand_as(w))
 
 
 # ---------------------------------------------------------------------------------------------- critic
@@ -177,6 +216,25 @@ def test_perceptual_without_weights_warns_once_and_records(monkeypatch: pytest.M
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         PerceptualNet(layers=("layer1",))  # second one in the process is silent
+
+
+def test_perceptual_random_is_random_features_chosen_knowingly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``weights="random"`` (what the paper profile needs to train without weights): the same random net as
+    None, recorded as such, and not warned (None keeps its loud warning)."""
+    import warnings
+
+    monkeypatch.setattr(perceptual_mod, "_warned_random", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.manual_seed(0)
+        net = PerceptualNet(weights="random", layers=("layer1",))
+    assert net.pretrained is False and net.weights_source == "random"
+    assert perceptual_mod._warned_random is False  # the None warning is still to come
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="RANDOM"):
+        none = PerceptualNet(layers=("layer1",))
+    x = torch.rand(1, 3, 64, 64)
+    torch.testing.assert_close(net(x)[0], none(x)[0])  # same architecture, same random init
 
 
 def test_perceptual_is_frozen_and_stays_in_eval(monkeypatch: pytest.MonkeyPatch) -> None:

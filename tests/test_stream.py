@@ -165,3 +165,27 @@ def test_stream_from_s3(shard_dir: Path, s3_env: dict[str, str]) -> None:
     assert torch.equal(torch.cat([b["hr"] for b in remote]), torch.cat([b["hr"] for b in local]))
     train = list(make_loader(f"{prefix}/manifest.json", _cfg(samples_per_epoch=32), train=True, num_workers=2))
     assert len(train) == 8 and all(b["lr"].shape == (4, 3, 16, 16) for b in train)
+
+
+@pytest.mark.slow
+def test_validation_cap_is_pose_stratified(faces_300w: Path, tmp_path: Path) -> None:
+    """300-W is mostly frontal: the first N faces would be too. The cap takes equal counts per yaw bin where
+    the bins have them and fills the rest from the bins that have more."""
+    import numpy as np
+
+    from shards.pack import PackOptions, pack
+    from superfan.faces import pose_bin
+
+    dest = str(tmp_path / "val")
+    pack(PackOptions(format="300w", src=str(faces_300w), dest=dest, split="val", limit=400, workers=1,
+                     progress=False))  # fmt: skip
+    everything = list(make_loader(dest, _cfg(), train=False, num_workers=0))
+    available = np.bincount(pose_bin(torch.cat([b["yaw"] for b in everything]).numpy()), minlength=3)
+    assert available[0] > 3 * available[2]  # the skew the cap must undo
+    for workers in (0, 2):
+        capped = list(make_loader(dest, _cfg(val_samples=30), train=False, num_workers=workers))
+        counts = np.bincount(pose_bin(torch.cat([b["yaw"] for b in capped]).numpy()), minlength=3)
+        assert counts.sum() == 30
+        share = 30 // 3 if workers == 0 else 15 // 3  # per reader: ceil(30 / readers) split over 3 bins
+        want = np.minimum(available, share * max(workers, 1))
+        assert (counts >= want).all() and counts[2] == min(available[2], share * max(workers, 1)), (counts, available)

@@ -364,3 +364,32 @@ def test_workers_never_get_credentials_and_ask_for_configured_gpus(
     assert backend(cfg, True) == "nccl"
     with pytest.raises(ConfigError, match="NCCL refuses two ranks on one GPU"):
         load_config("tiny", ["train.backend=nccl", "train.workers=2", "train.gpus_per_worker=0.5"])
+
+
+def test_carried_rmsprop_state_keeps_the_first_update_of_a_stage_small() -> None:
+    """A fresh RMSprop divides the first gradients by sqrt((1 - alpha) g^2), about 10x the learning rate per
+    weight; the carried state of the previous stage keeps the update near the learning rate."""
+    torch.manual_seed(0)
+    cfg = micro_config()
+    nets = build_nets(cfg, ["pixel", "feature"], torch.device("cpu"))
+    pixel = StageRunner(StageConfig(name="pixel", kind="pixel", epochs=1, lr_decay="constant"), cfg, nets, 30)
+    for i in range(30):
+        torch.manual_seed(i)
+        pixel.step(synthetic_batch(BATCH, cfg))
+    start = {k: v.detach().clone() for k, v in nets.generator.state_dict().items()}
+    torch.manual_seed(99)
+    batch = synthetic_batch(BATCH, cfg)
+
+    def first_update(carry: bool) -> float:
+        nets.generator.load_state_dict(start)
+        stage = StageConfig(name="feature", kind="feature", epochs=1, lr_decay="constant")
+        runner = StageRunner(stage, cfg, nets, 10)
+        if carry:
+            assert runner.adopt_optimizer_states(pixel.state_dict()["optimizers"]) == ["generator"]
+        runner.step(batch)
+        moved = [(p.detach() - start[n]).abs().mean() for n, p in nets.generator.named_parameters()]
+        return float(torch.stack(moved).mean())
+
+    fresh, carried = first_update(False), first_update(True)
+    assert fresh > 5 * 2.5e-4  # the burst: several times the learning rate
+    assert carried < fresh / 3, (carried, fresh)

@@ -103,7 +103,7 @@ def _upload(local_dir: Path, prefix: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from superfan.config import load_config
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, for_training=False)  # augment/degrade/fan only: no perceptual loss
     cfg.data.batch_size = args.batch_size
     cfg.degrade.real_world = bool(args.real_world)
     counts = [int(w) for w in str(args.workers).split(",") if w.strip()]

@@ -41,7 +41,7 @@ def _enhancer(args: argparse.Namespace, device: torch.device) -> Any:
     from superfan.config import load_config
     from superfan.models import FAN, Generator
 
-    cfg = load_config(args.profile)
+    cfg = load_config(args.profile, for_training=False)  # model sizes only: no perceptual loss
     torch.manual_seed(0)
     return Enhancer(
         generator=Generator.from_config(cfg.model.generator),

@@ -126,7 +126,8 @@ def bench_stage(kind: str, cfg: Any, batch: dict[str, Any], steps: int, device: 
 def run(args: argparse.Namespace) -> int:
     from superfan.config import load_config
 
-    cfg = load_config(args.profile)
+    # Speed does not depend on the perceptual weights: random features are fine here, whatever the profile.
+    cfg = load_config(args.profile, for_training=False)
     bs = args.batch or cfg.data.batch_size
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     batch = synthetic_batch(bs, cfg)

@@ -47,7 +47,7 @@ from superfan.data.augment import IDENTITY, apply_color_jitter, sample_params, w
 from superfan.data.degrade import degrade
 from superfan.data.tarstream import tar_samples
 from superfan.errors import ConfigError, UserError
-from superfan.faces import NUM_LANDMARKS, points_to_heatmaps
+from superfan.faces import NUM_LANDMARKS, points_to_heatmaps, pose_bin
 
 # ------------------------------------------------------------------------------------------- URLs, S3
 
@@ -137,6 +137,14 @@ def batches_per_epoch(cfg: Config, world_size: int, urls: str | Iterable[str] | 
 # ------------------------------------------------------------------------------------------- the pipeline
 
 
+def _round_robin(lists: list[list[Any]]) -> Iterator[Any]:
+    """One from each list in turn, skipping lists that ran out: equal shares where the lists allow."""
+    for i in range(max((len(x) for x in lists), default=0)):
+        for x in lists:
+            if i < len(x):
+                yield x[i]
+
+
 def _worker() -> tuple[int, int]:
     info = torch.utils.data.get_worker_info()
     return (info.id, info.num_workers) if info is not None else (0, 1)
@@ -201,12 +209,33 @@ class FaceStream:
                 yield sample
 
     def cap(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        """Validation cap (``cfg.data.val_samples``), split evenly over ranks and workers."""
+        """Validation cap (``cfg.data.val_samples``), split evenly over ranks and workers, and stratified by
+        pose: equal counts per yaw bin (``cfg.eval.pose_bins``) where the bins have them, the rest filled from
+        the bins that have more, faces of unknown yaw last. The first N faces of a reader would be whatever
+        pose its first shards hold (300W is mostly frontal), and the balanced AUC the sweeps promote on
+        would rest on a handful of profile faces. Memory: at most ``bins x cap`` raw samples per reader."""
         if self.limit is None:
             yield from src
             return
         _, nw = _worker()
-        yield from islice(src, math.ceil(self.limit / (self.world_size * nw)))
+        quota = math.ceil(self.limit / (self.world_size * nw))
+        edges = tuple(self.cfg.eval.pose_bins)
+        per_bin = math.ceil(quota / len(edges))
+        buckets: list[list[dict[str, Any]]] = [[] for _ in range(len(edges) + 1)]  # last: unknown yaw
+        for sample in src:
+            try:
+                yaw = json.loads(sample["json"]).get("yaw")
+            except (ValueError, KeyError, AttributeError):
+                yaw = None
+            b = -1 if yaw is None else int(pose_bin(float(yaw), edges))
+            bucket = buckets[b]  # -1 = the unknown-yaw bucket
+            if len(bucket) < quota:
+                bucket.append(sample)
+            if all(len(x) >= per_bin for x in buckets[:-1]):
+                break  # every bin holds its equal share: the rest of the pass cannot change the pick
+        yield from islice(_round_robin(buckets[:-1]), quota)
+        taken = min(quota, sum(len(x) for x in buckets[:-1]))
+        yield from islice(buckets[-1], max(0, quota - taken))
 
     def shuffle(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         from webdataset.filters import _shuffle

@@ -7,8 +7,11 @@ a torchvision-format ImageNet state dict loads directly (``fc``/``layer4`` keys 
 
 Weights are never downloaded on our own initiative: ``weights`` is a local path, ``file://`` URL, or an
 ``http(s)://`` URL the user chose to give. Without weights the features are random, which makes the
-"perceptual" loss a random-projection loss; that is warned once per process and recorded
-(``pretrained``, ``weights_source``) so checkpoints and reports say so.
+"perceptual" loss a random-projection loss. ``weights=None`` (nothing configured) is warned once per
+process; ``weights="random"`` (``config.RANDOM_PERCEPTUAL_WEIGHTS``, what the paper profile requires to
+train without weights) is the same network, chosen knowingly, so it is not warned. Both are recorded
+(``pretrained=False``; ``weights_source`` None or ``"random"``) so checkpoints and reports say so. A file
+literally named ``random`` is ``./random``.
 
 Input is an image in [0, 1]; ImageNet mean/std normalisation happens inside, as the weights expect.
 """
@@ -23,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from superfan.config import RANDOM_PERCEPTUAL_WEIGHTS
 from superfan.errors import ConfigError
 
 LAYERS = ("layer1", "layer2", "layer3")
@@ -92,11 +96,12 @@ class PerceptualNet(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-        self.pretrained = weights is not None
+        random_features = weights is None or str(weights) == RANDOM_PERCEPTUAL_WEIGHTS
+        self.pretrained = not random_features
         self.weights_source: str | None = str(weights) if weights is not None else None
         if weights is None:
             _warn_random_once()
-        else:
+        elif not random_features:
             self._load(_load_state_dict(str(weights)))
         self.requires_grad_(False)
         super().train(False)

@@ -42,7 +42,7 @@ def _config(args: argparse.Namespace) -> Any:
     overrides = list(args.overrides or [])
     if args.workers is not None:
         overrides.append(f"train.workers={args.workers}")
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides, for_training=args.what != "fan")  # the teacher needs no ResNet-50
     if args.data:
         cfg.data.train = args.data
     if args.val:

@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import nn
@@ -59,14 +59,24 @@ def _default_loader(cfg: Config, *, train: bool, rank: int, world_size: int, epo
     return make_loader(urls, cfg, train=train, rank=rank, world_size=world_size, seed=cfg.data.seed, epoch=epoch)
 
 
-def load_teacher(ref: str, device: torch.device) -> tuple[nn.Module, dict[str, Any], str]:
-    """The frozen HR teacher FAN, its config (the integrated FAN must share its architecture) and the
-    fingerprint of its weights (recorded in every checkpoint trained against it)."""
+class Teacher(NamedTuple):
+    """The frozen HR teacher FAN, its config (the integrated FAN must share its architecture), the
+    fingerprint of its weights (recorded in every checkpoint trained against it) and its RMSprop state
+    (end2end's FAN, a copy of the teacher, continues it)."""
+
+    fan: nn.Module
+    fan_config: dict[str, Any]
+    sha256: str
+    optimizer: dict[str, Any] | None
+
+
+def load_teacher(ref: str, device: torch.device) -> Teacher:
     payload = load_checkpoint(ref)
     fan = models_from_checkpoint(payload, device)["fan"]
     if fan is None:
         raise ConfigError(f"{ref}: checkpoint holds no FAN; the teacher comes from `superfan train fan`")
-    return fan, payload["config"]["model"]["fan"], state_fingerprint(payload["fan"])
+    optimizer = (payload.get("optimizers") or {}).get("fan")
+    return Teacher(fan, payload["config"]["model"]["fan"], state_fingerprint(payload["fan"]), optimizer)
 
 
 def check_same_teacher(start: dict[str, Any], where: str, teacher_ref: str | None, teacher_sha: str | None) -> None:
@@ -176,10 +186,13 @@ def run_training(
 
     teacher_ref = config.get("teacher") or cfg.train.teacher
     teacher, teacher_sha = None, None
+    carried: dict[str, Any] = {}  # optimizer states that continue into the next stage (optimizer.carry_state)
     if any(k != "fan" for k in kinds):
         if not teacher_ref:
             raise ConfigError("Super-FAN stages need the teacher FAN: pass --teacher CHECKPOINT (from `train fan`)")
-        teacher, _, teacher_sha = load_teacher(teacher_ref, device)
+        loaded = load_teacher(teacher_ref, device)
+        teacher, teacher_sha = loaded.fan, loaded.sha256
+        carried["fan"] = loaded.optimizer
     nets = build_nets(cfg, kinds, device, teacher=teacher)
 
     start = resume
@@ -190,6 +203,7 @@ def run_training(
     stage_idx, epoch0, global_epoch, global_step, restore_state = 0, 0, 0, 0, None
     if start is not None:
         _load_weights(nets, start, ("generator", "critic", "fan"))
+        carried.update(start.get("optimizers") or {})
         if start.get("stage") in names:
             stage_idx = names.index(start["stage"])
             global_epoch, global_step = int(start["global_epoch"]), int(start["step"])
@@ -211,12 +225,16 @@ def run_training(
             stage = stages[si]
             resuming_here = restore_state is not None and si == stage_idx
             if stage.init_from and is_path_ref(stage.init_from) and not resuming_here:
-                _load_weights(nets, load_checkpoint(stage.init_from), STAGE_SPECS[stage.kind].trains)
+                init = load_checkpoint(stage.init_from)
+                _load_weights(nets, init, STAGE_SPECS[stage.kind].trains)
+                carried.update(init.get("optimizers") or {})
             runner = StageRunner(
                 stage, cfg, nets, total_steps=stage.epochs * spe, device=device, wrap=wrap, debug=debug
             )
             if resuming_here:
                 runner.load_state_dict(restore_state)  # type: ignore[arg-type]
+            elif cfg.optimizer.carry_state:
+                runner.adopt_optimizer_states(carried)
             first_epoch = epoch0 if si == stage_idx else 0
             for epoch in range(first_epoch, stage.epochs):
                 t0 = time.perf_counter()
@@ -285,6 +303,7 @@ def run_training(
                     }
                 report(metrics, payload)
                 last = metrics
+            carried.update(runner.state_dict()["optimizers"])
     except TrainingDiverged as err:
         # Where it happened, for the diverged report (train_loop_per_worker) and the logs.
         err.metrics = {**_metrics(stage, si, epoch, global_epoch, global_step, runner, {}, last_val),

@@ -203,6 +203,16 @@ class StageRunner:
             },
         }
 
+    def adopt_optimizer_states(self, states: dict[str, Any]) -> list[str]:
+        """Continue the RMSprop statistics of the networks a previous stage (or the teacher run) trained;
+        returns the names adopted. Learning rates still come from this stage's schedule."""
+        done = []
+        for name, opt in self.optimizers.items():
+            if states.get(name):
+                opt.load_state_dict(states[name])
+                done.append(name)
+        return done
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for n, o in self.optimizers.items():
             if n in state.get("optimizers", {}):

@@ -145,12 +145,12 @@ def build_trainer(
 
         from superfan.checkpoint import load_checkpoint
 
-        _, teacher_fan, teacher_sha = load_teacher(teacher, torch.device("cpu"))
-        if teacher_fan != cfg.model.fan.model_dump(mode="json"):
+        loaded = load_teacher(teacher, torch.device("cpu"))
+        if loaded.fan_config != cfg.model.fan.model_dump(mode="json"):
             # The integrated FAN is a copy of the teacher, so its architecture is the teacher's.
-            cfg.model.fan = type(cfg.model.fan).model_validate(teacher_fan)
+            cfg.model.fan = type(cfg.model.fan).model_validate(loaded.fan_config)
         if resume_from:
-            check_same_teacher(load_checkpoint(resume_from), resume_from, teacher, teacher_sha)
+            check_same_teacher(load_checkpoint(resume_from), resume_from, teacher, loaded.sha256)
     gpu = use_gpu(cfg)
     resources = worker_resources(cfg, gpu)
     root = storage or cfg.train.storage
