@@ -230,7 +230,13 @@ def _select(reader: Reader, items: list[Any], seed: int, limit: int | None) -> l
 
 
 def _check_dest(opts: PackOptions) -> dict[str, Any] | None:
-    """Fail early with one line if DEST is unusable or already packed; return an old manifest to replace."""
+    """Fail early with one line if DEST is unusable or already packed; return an old manifest to replace.
+    A short retry window: an unreachable or misconfigured destination is a user error, not an outage."""
+    with storage.retry_window(5.0):
+        return _check_dest_now(opts)
+
+
+def _check_dest_now(opts: PackOptions) -> dict[str, Any] | None:
     murl = manifest_url(opts.dest)
     if storage.exists(murl):
         if not opts.overwrite:

@@ -6,6 +6,13 @@ sha256 and size of every file, created time, code version). ``<storage>/champion
 (text: the version) is written only after the manifest, and the manifest only after every file, so a
 reader that follows ``latest`` never sees a half-copied champion, on local disk or S3.
 
+Concurrent promotions to one name get distinct versions: a promoter first claims ``<version>/.claim``
+with an exclusive create (``O_EXCL`` locally; on S3 a conditional PUT, ``If-None-Match: *``, which AWS S3
+and SeaweedFS honour: the test suite checks it against SeaweedFS), taking the next number when another
+promoter holds one. After its manifest it points ``latest`` at the newest *complete* version (one with a
+manifest) and re-lists until that is stable, so ``latest`` only ever names complete versions and, once
+all promoters are done, names the newest. A claim left by a killed promoter only costs its number.
+
 Promotion is a pure function over candidates ``(checkpoint URL, metrics, trial id)`` so the choice can be
 tested without Ray: the sweep driver turns every report that carried a checkpoint, in every trial, into a
 candidate. The best report wins, not the last report of the best trial: a trial that peaks at epoch 3 and
@@ -22,8 +29,11 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import socket
 import tempfile
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +45,8 @@ from superfan.errors import IntegrityError, StorageError, UserError
 FORMAT = "superfan-champion/1"
 MANIFEST = "manifest.json"
 LATEST = "latest"
+CLAIM = ".claim"
+_VERSION = re.compile(r"v\d{4,}")
 METRIC = "val_auc_balanced"
 
 #: Columns of the metrics table: (metrics key, header). Pose bins first, as Table 2 of the paper.
@@ -130,8 +142,44 @@ def _plain(obj: Any) -> Any:
 
 
 def _versions(root: str) -> list[str]:
+    """Version names in use (complete, being written, or claimed by a promoter that died), oldest first."""
     names = {p.split("/", 1)[0] for p in storage.list_files(root) if "/" in p}
-    return sorted(n for n in names if n.startswith("v") and n[1:].isdigit())
+    return sorted((n for n in names if _VERSION.fullmatch(n)), key=lambda n: int(n[1:]))
+
+
+def _complete_versions(root: str) -> list[str]:
+    """Versions whose manifest is written (so every file is), oldest first."""
+    names = {p.split("/", 1)[0] for p in storage.list_files(root) if p.count("/") == 1 and p.endswith("/" + MANIFEST)}
+    return sorted((n for n in names if _VERSION.fullmatch(n)), key=lambda n: int(n[1:]))
+
+
+def _claim_version(root: str) -> str:
+    """The next free ``vNNNN`` under ``root``, claimed exclusively (see the module docstring)."""
+    token = json.dumps({"claim": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(), "at": _now()})
+    versions = _versions(root)
+    n = int(versions[-1][1:]) + 1 if versions else 1
+    for _ in range(10_000):
+        version = f"v{n:04d}"
+        if storage.create_exclusive(storage.join(root, version, CLAIM), token.encode()):
+            return version
+        n += 1
+    raise StorageError(f"{root}: could not claim a champion version (tried up to v{n:04d})")
+
+
+def _publish_latest(root: str) -> str:
+    """Point ``latest`` at the newest complete version; repeat while a newer one appeared meanwhile.
+
+    Every promoter calls this after its own manifest, so whichever writes last has listed after every
+    manifest that exists: ``latest`` ends on the newest, and names a complete version at every moment.
+    """
+    written = None
+    for _ in range(100):
+        complete = _complete_versions(root)
+        if not complete or complete[-1] == written:
+            break
+        written = complete[-1]
+        storage.write_text(storage.join(root, LATEST), written + "\n")
+    return written or ""
 
 
 def _checkpoint_config(checkpoint: str) -> dict[str, Any] | None:
@@ -162,7 +210,7 @@ def promote(
     Candidates whose checkpoint has gone (a Train run keeps only its best few) are skipped for the next
     best. Returns ``None`` when no candidate has a checkpoint and a finite metric. Promoting the same
     source checkpoint twice (a resumed sweep that found nothing better) returns the existing champion.
-    Order of writes: every file, then ``manifest.json``, then ``latest``.
+    Order of writes: the version's claim, every file, then ``manifest.json``, then ``latest``.
     """
     root = storage.join(storage_root, "champions", name)
     for cand in rank_candidates(candidates, metric, mode):
@@ -173,8 +221,7 @@ def promote(
         current = _current(root)
         if current is not None and current.manifest.get("source") == cand.checkpoint:
             return current
-        versions = _versions(root)
-        version = f"v{int(versions[-1][1:]) + 1 if versions else 1:04d}"
+        version = _claim_version(root)
         dest = storage.join(root, version)
         entries = []
         with tempfile.TemporaryDirectory(prefix="superfan-promote-") as tmp:
@@ -202,7 +249,7 @@ def promote(
             **_plain(dict(extra or {})),
         }
         storage.write_text(storage.join(dest, MANIFEST), json.dumps(manifest, indent=2, sort_keys=False))
-        storage.write_text(storage.join(root, LATEST), version + "\n")
+        _publish_latest(root)
         return Champion(url=dest, version=version, manifest=manifest)
     return None
 

@@ -200,7 +200,14 @@ class DataConfig(_Strict):
     samples_per_epoch: PosInt | None = Field(
         None, description="Samples per epoch per training worker; None = one pass over the train set."
     )
-    val_samples: PosInt | None = Field(None, description="Cap on validation faces; None = all.")
+    val_samples: PosInt | None = Field(
+        None, description="Cap on validation faces, equal counts per yaw bin where the bins have them; None = all."
+    )
+    max_bad_fraction: Prob = Field(
+        0.01,
+        description="Undecodable samples are skipped and counted (skipped_samples); above this fraction of "
+        "what was read the run stops: the data is bad, not a sample.",
+    )
     seed: int = 0
 
 

@@ -348,6 +348,9 @@ def plan(kind: str, args: argparse.Namespace) -> Sweep:
     unknown = sorted(set(settings.promote_stages or []) - set(stages))
     if unknown:
         raise ConfigError(f"{args.config}: sweep: promote_stages {unknown} are not among the stages run {stages}")
+    stale = sorted(set(settings.epochs) - set(stages)) if isinstance(settings.epochs, dict) else []
+    if stale:  # a budget for a stage the profile no longer has would be ignored silently
+        raise ConfigError(f"{args.config}: sweep: epochs names {stale}, which are not among the stages run {stages}")
     for stage_name in stages:
         stage = cfg.stage(stage_name)
         epochs = settings.epochs.get(stage_name) if isinstance(settings.epochs, dict) else settings.epochs
@@ -750,7 +753,7 @@ def _main(kind: str, args: argparse.Namespace, argv: list[str] | None) -> int:
     sweep = plan(kind, args)
     state_url = storage.join(sweep.experiment_url, "sweep.json")
     embedded_default = not (argv if argv is not None else sys.argv[1:])
-    storage.check_writable(sweep.storage)
+    _preflight(sweep)
     ray_init()
     resuming = False
     if can_resume(sweep):
@@ -781,6 +784,23 @@ def _main(kind: str, args: argparse.Namespace, argv: list[str] | None) -> int:
     print_results(rows, sweep)
     champ = promote_best(candidates, sweep)
     return 0 if champ is not None else 1
+
+
+def _preflight(sweep: Sweep) -> None:
+    """The user errors findable before Ray starts (storage, data, teacher), one line each."""
+    from superfan.config import from_dict
+    from superfan.train.trainer import preflight
+
+    cfg = from_dict(sweep.config, "sweep config")
+    if cfg.data.train:
+        preflight(cfg, teacher=sweep.teacher, storage_url=sweep.storage)
+    else:  # synthetic faces are packed under the storage once Ray is up
+        with storage.retry_window(5.0):
+            storage.check_writable(sweep.storage)
+            if sweep.teacher:
+                from superfan.checkpoint import require_file
+
+                require_file(sweep.teacher)
 
 
 def entry(kind: str, description: str) -> Callable[[list[str] | None], int]:

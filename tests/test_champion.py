@@ -1,5 +1,6 @@
 """Promotion and pull on constructed checkpoints: the best report (not the last) wins, the manifest's
-sha256s match, ``latest`` moves only after the copy, and pull refuses changed or missing bytes.
+sha256s match, ``latest`` moves only after the copy, pull refuses changed or missing bytes, and promotions
+racing for one name get distinct versions (locally and on a real S3 server).
 
 Fast: no Ray, no torch; the checkpoint directories hold arbitrary bytes (promotion copies files verbatim).
 """
@@ -10,13 +11,16 @@ import hashlib
 import json
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 import superfan
 from superfan import storage
-from superfan.champion import Candidate, promote, pull, select_best, verify_champion
+from superfan.champion import Candidate, Champion, promote, pull, select_best, verify_champion
 from superfan.errors import IntegrityError, UserError
 
 
@@ -180,3 +184,83 @@ def test_pull_cli_one_line_error(history: list[Candidate], tmp_path: Path) -> No
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "metrics.json does not match the manifest" in lines[0]
+
+
+# ------------------------------------------------------------------------------------ concurrent promotion
+
+
+def _promote_concurrently(store: str, runs: Path, n: int) -> tuple[list[Champion], list[str]]:
+    """``n`` promotions to one name at once (threads behind a barrier; each its own better checkpoint),
+    while a watcher keeps following ``latest``: returns the champions and any moment ``latest`` named a
+    version without a complete manifest."""
+    cands = [
+        Candidate(_checkpoint(runs, f"t{i}", bytes([i]) * (1 << 20)), _metrics(0.5 + i / 100, 1), f"t{i}")
+        for i in range(n)
+    ]
+    root = storage.join(store, "champions", "race")
+    barrier = threading.Barrier(n + 1)
+    done = threading.Event()
+    bad: list[str] = []
+
+    def watch() -> None:
+        barrier.wait()
+        while not done.is_set():
+            latest = storage.join(root, "latest")
+            if storage.exists(latest):
+                version = storage.read_text(latest).strip()
+                if not storage.exists(storage.join(root, version, "manifest.json")):
+                    bad.append(version)
+
+    def one(cand: Candidate) -> Champion:
+        barrier.wait()
+        champ = promote([cand], store, "race")
+        assert champ is not None
+        return champ
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    with ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(one, c) for c in cands]
+        champions = [f.result(timeout=120) for f in futures]
+    done.set()
+    watcher.join(timeout=30)
+    return champions, bad
+
+
+def _check_race(store: str, champions: list[Champion], bad: list[str]) -> None:
+    versions = sorted(c.version for c in champions)
+    assert versions == [f"v{i:04d}" for i in range(1, len(champions) + 1)], versions  # distinct, no gaps
+    assert not bad, f"latest named incomplete versions {bad}"
+    root = storage.join(store, "champions", "race")
+    assert storage.read_text(storage.join(root, "latest")).strip() == versions[-1]  # ends on the newest
+    for champ in champions:
+        manifest = verify_champion(champ.url)  # each version is complete and its own trial's
+        assert manifest["version"] == champ.version and manifest["trial_id"] == champ.manifest["trial_id"]
+    assert len({c.manifest["trial_id"] for c in champions}) == len(champions)
+
+
+def test_concurrent_promotions_get_distinct_versions_locally(tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    champions, bad = _promote_concurrently(store, tmp_path / "runs", 4)
+    _check_race(store, champions, bad)
+
+
+@pytest.mark.slow
+def test_concurrent_promotions_get_distinct_versions_on_s3(s3_env: dict[str, str], tmp_path: Path) -> None:
+    """On S3 the claim is a conditional PUT (If-None-Match: *), which SeaweedFS honours."""
+    store = f"s3://superfan/test-champion-race-{time.time_ns()}"
+    champions, bad = _promote_concurrently(store, tmp_path / "runs", 4)
+    _check_race(store, champions, bad)
+    pulled = pull(storage.join(store, "champions", "race"), tmp_path / "pulled", quiet=True)
+    assert pulled["version"] == "v0004"
+
+
+def test_a_claim_left_by_a_killed_promoter_only_costs_its_number(history: list[Candidate], tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    root = store / "champions" / "s"
+    (root / "v0001").mkdir(parents=True)
+    (root / "v0001" / ".claim").write_text('{"claim": "a promoter that was killed"}')
+    champ = promote(history, str(store), "s")
+    assert champ is not None and champ.version == "v0002"
+    assert (root / "latest").read_text().strip() == "v0002"
+    assert verify_champion(root / "v0002")["version"] == "v0002"

@@ -155,8 +155,10 @@ def test_gpu_sweep_makes_the_autoscaler_launch_a_gpu_node(
 
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")  # it runs `ray start`
     cluster = _fake_autoscaling_cluster(
-        {"CPU": 2}, {"gpu_worker": {"resources": {"CPU": 2, "GPU": 1}, "node_config": {}, "min_workers": 0,
-                                    "max_workers": 1}}  # fmt: skip
+        {"CPU": 2},
+        {
+            "gpu_worker": {"resources": {"CPU": 2, "GPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 1}
+        },  # fmt: skip
     )
     cluster.start()
     proc = None

@@ -88,7 +88,17 @@ def test_train_batches_follow_the_contract(shard_dir: Path, workers: int) -> Non
     batches = list(loader)
     assert len(batches) == len(loader) == 10
     b = batches[0]
-    assert set(b) == {"hr", "lr", "landmarks", "heatmaps", "has_landmarks", "yaw", "pose_source", "key"}
+    assert set(b) == {
+        "hr",
+        "lr",
+        "landmarks",
+        "heatmaps",
+        "has_landmarks",
+        "yaw",
+        "pose_source",
+        "key",
+        "skipped_samples",
+    }
     h = cfg.model.fan.heatmap_size
     assert b["hr"].shape == (4, 3, 64, 64) and b["hr"].dtype == torch.float32
     assert b["lr"].shape == (4, 3, 16, 16) and b["lr"].dtype == torch.float32

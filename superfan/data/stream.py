@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
 import random
 import sys
@@ -46,8 +47,12 @@ from superfan.config import Config
 from superfan.data.augment import IDENTITY, apply_color_jitter, sample_params, warp_face
 from superfan.data.degrade import degrade
 from superfan.data.tarstream import tar_samples
-from superfan.errors import ConfigError, UserError
+from superfan.errors import BadData, BadSample, ConfigError, UserError
 from superfan.faces import NUM_LANDMARKS, points_to_heatmaps, pose_bin
+
+log = logging.getLogger(__name__)
+#: Samples a reader must have read before the bad fraction can stop it.
+BAD_FRACTION_MIN_SAMPLES = 32
 
 # ------------------------------------------------------------------------------------------- URLs, S3
 
@@ -169,6 +174,8 @@ class FaceStream:
         self.real_world, self.resample, self.repeat, self.limit = real_world, resample, repeat, limit
         self._sample_slot: tuple[int, int] | None = None
         self._yielded = self._count = 0
+        self._seen = self._skipped = self._pending = 0  # bad-sample accounting of this reader
+        self._first_bad = ""
 
     def _seed(self, tag: str) -> list[int]:
         wid, _ = _worker()
@@ -249,23 +256,66 @@ class FaceStream:
     # 4. per sample: decode + one warp + landmarks
     def faces(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         rng = np.random.default_rng(self._seed("augment"))
-        acfg = self.cfg.augment
         for s in src:
-            meta = json.loads(s["json"])
-            lm = meta.get("landmarks")
-            pts = None if lm is None else np.asarray(lm, dtype=np.float64).reshape(NUM_LANDMARKS, 2)
-            params = sample_params(rng, acfg) if self.train else IDENTITY
-            img, out_pts = warp_face(s["hr.jpg"], tuple(meta["bbox"]), pts, params, acfg)
-            yaw = meta.get("yaw")
-            yaw = math.nan if yaw is None else (-float(yaw) if params.flip else float(yaw))
-            yield {
-                "img": img,
-                "landmarks": np.full((NUM_LANDMARKS, 2), np.nan) if out_pts is None else out_pts,
-                "jitter": params.jitter,
-                "yaw": yaw,
-                "pose_source": meta.get("pose_source"),
-                "key": s["__key__"],
-            }
+            params = sample_params(rng, self.cfg.augment) if self.train else IDENTITY
+            try:
+                face = self._face(s, params)
+            except (ValueError, TypeError, KeyError, OSError) as err:  # PIL, json and numpy raise these
+                self._bad(s.get("__url__", "?"), s.get("__key__", "?"), err)
+                continue
+            self._seen += 1
+            face["skipped"], self._pending = self._pending, 0
+            yield face
+
+    def _face(self, s: dict[str, Any], params: Any) -> dict[str, Any]:
+        """Decode and warp one sample; any defect raises (and the sample is skipped and counted)."""
+        if "hr.jpg" not in s:
+            found = sorted(k for k in s if not k.startswith("__"))
+            raise KeyError(f"no hr.jpg member (found {', '.join(found) or 'nothing'})")
+        meta = json.loads(s["json"])
+        lm = meta.get("landmarks")
+        pts = None if lm is None else np.asarray(lm, dtype=np.float64).reshape(NUM_LANDMARKS, 2)
+        if pts is not None and not np.isfinite(pts).all():
+            raise ValueError("landmarks hold NaN/inf")
+        img, out_pts = warp_face(s["hr.jpg"], tuple(meta["bbox"]), pts, params, self.cfg.augment)
+        yaw = meta.get("yaw")
+        yaw = math.nan if yaw is None else (-float(yaw) if params.flip else float(yaw))
+        return {
+            "img": img,
+            "landmarks": np.full((NUM_LANDMARKS, 2), np.nan) if out_pts is None else out_pts,
+            "jitter": params.jitter,
+            "yaw": yaw,
+            "pose_source": meta.get("pose_source"),
+            "key": s["__key__"],
+        }
+
+    def _bad(self, url: str, key: str, err: BaseException) -> bool:
+        """Skip one bad sample: a warning naming shard and key, a count that travels with the next batch
+        (``skipped_samples``), and a stop once more than ``data.max_bad_fraction`` of what this reader read
+        was bad (judged after a few dozen samples, so one early bad face does not stop a run)."""
+        self._skipped += 1
+        self._pending += 1
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        log.warning("skipped bad sample %s in %s: %s", key, url, reason)
+        self._first_bad = self._first_bad or f"{key} in {url}: {reason}"
+        total = self._seen + self._skipped
+        limit = self.cfg.data.max_bad_fraction
+        if total >= BAD_FRACTION_MIN_SAMPLES and self._skipped > limit * total:
+            raise BadData(
+                f"{self._skipped} of {total} samples read could not be used (above data.max_bad_fraction "
+                f"{limit:g}): the data is bad, not a sample; first: {self._first_bad}"
+            )
+        return True  # webdataset's handler convention: go on
+
+    def read_tar(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Tar expansion; an oversized or truncated member is one bad sample, not a failed run."""
+
+        def handler(err: BaseException) -> bool:
+            if not isinstance(err, BadSample):
+                return False
+            return self._bad(getattr(err, "url", "") or "?", getattr(err, "member", "") or "?", err)
+
+        yield from tar_samples(src, handler=handler)
 
     @staticmethod
     def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -279,6 +329,7 @@ class FaceStream:
             "pose_source": [s["pose_source"] for s in samples],
             "key": [s["key"] for s in samples],
             "jitter": torch.tensor([s["jitter"] for s in samples], dtype=torch.float32),
+            "skipped_samples": sum(int(s["skipped"]) for s in samples),
         }
 
     # 5. per batch: jitter, degradation, heatmaps
@@ -293,7 +344,7 @@ class FaceStream:
             heat = points_to_heatmaps(b["landmarks"], size, fan.heatmap_size, fan.sigma)
             yield {"hr": hr, "lr": lr, "landmarks": b["landmarks"], "heatmaps": heat,
                    "has_landmarks": b["has_landmarks"], "yaw": b["yaw"], "pose_source": b["pose_source"],
-                   "key": b["key"]}  # fmt: skip
+                   "key": b["key"], "skipped_samples": b["skipped_samples"]}  # fmt: skip
 
     def pipeline(self, batches_per_worker: int | None) -> Any:
         import webdataset as wds
@@ -301,7 +352,7 @@ class FaceStream:
         register_s3_handler()
         stages = [
             self.shard_urls,
-            tar_samples,
+            self.read_tar,
             self.split_samples,
             self.cap,
             self.shuffle,

@@ -11,20 +11,68 @@ and GNU long names (``L``), i.e. what :mod:`tarfile` (pax by default), GNU tar a
 the URL, never silently misread samples. Grouping into samples follows webdataset: files with the same
 key (the path up to the first dot of its last component) that follow each other form one sample;
 ``__key__`` and ``__url__`` are added.
+
+Reads are bounded: a member whose header claims more than ``max_member`` bytes (``MAX_MEMBER_BYTES``,
+64 MiB, or ``SUPERFAN_MAX_TAR_MEMBER_BYTES``; a face crop is ~100 KB) raises :class:`OversizedMember`
+before anything is allocated, and a stream that ends inside a member, or without the end-of-archive
+block after its members, raises :class:`TruncatedTar`; both are :class:`~superfan.errors.BadSample` errors
+naming the shard and the member. With a ``handler`` (webdataset's convention: return ``True`` to go on),
+:func:`tar_samples` drops the sample concerned and continues (after an oversized member, with the next
+one; after a truncation, with the next shard). Every URL passes :func:`superfan.storage.check_url` first,
+so a config cannot make webdataset run a command (``pipe:``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
+
+from superfan import storage
+from superfan.errors import BadSample, ConfigError
 
 BLOCK = 512
 REGULAR = (b"0", b"\0", b"7")
 SKIPPED = (b"1", b"2", b"3", b"4", b"5", b"6", b"g", b"K", b"V")
 
+#: Largest tar member read into memory (far above any face crop; shards hold ~100 KB JPEGs and JSON).
+MAX_MEMBER_BYTES = 64 << 20
+MAX_MEMBER_ENV = "SUPERFAN_MAX_TAR_MEMBER_BYTES"
+#: Largest pax (``x``) or GNU long-name (``L``) record: a path and a few keys, never near this.
+MAX_EXTENDED_BYTES = 1 << 20
+_CHUNK = 1 << 20
+
+Handler = Callable[[BaseException], bool]
+
 
 class TarFormatError(ValueError):
-    """The stream is not a tar archive we can read (checksum, truncation, unsupported header)."""
+    """The stream is not a tar archive we can read (checksum, bad number, unsupported header)."""
+
+
+class OversizedMember(BadSample):
+    """A tar member's header claims more bytes than the limit; nothing of that size was allocated."""
+
+
+class TruncatedTar(TarFormatError, BadSample):
+    """The stream ended inside a member, or without the end-of-archive block after its members."""
+
+
+def max_member_bytes() -> int:
+    """The member size limit: ``SUPERFAN_MAX_TAR_MEMBER_BYTES`` when set, else :data:`MAX_MEMBER_BYTES`."""
+    raw = os.environ.get(MAX_MEMBER_ENV, "").strip()
+    if not raw:
+        return MAX_MEMBER_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(f"{MAX_MEMBER_ENV}={raw!r}: expected a positive number of bytes")
+    return value
+
+
+def _where(url: str) -> str:
+    return f"{url}: " if url else ""
 
 
 def _octal(field: bytes) -> int:
@@ -49,49 +97,118 @@ def _checksum_ok(header: bytes) -> bool:
     return stored == signed
 
 
-def _read_exact(fileobj: IO[bytes], n: int, what: str) -> bytes:
+def _read_upto(fileobj: IO[bytes], n: int) -> bytes:
+    """Up to ``n`` bytes, fewer only at the end of the stream (raw streams may return short reads)."""
     data = fileobj.read(n)
+    if len(data) == n or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < n:
+        more = fileobj.read(n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def _read_exact(fileobj: IO[bytes], n: int, what: str, url: str = "", member: str = "") -> bytes:
+    data = _read_upto(fileobj, n)
     if len(data) != n:
-        raise TarFormatError(f"truncated tar stream ({what}: expected {n} bytes, got {len(data)})")
+        raise TruncatedTar(
+            f"{_where(url)}truncated tar stream in {what} (expected {n} bytes, got {len(data)})",
+            url=url, member=member,
+        )  # fmt: skip
     return data
+
+
+def _skip(fileobj: IO[bytes], n: int, what: str, url: str = "", member: str = "") -> None:
+    """Discard ``n`` bytes in bounded chunks (never one allocation of what a header claims)."""
+    left = n
+    while left > 0:
+        chunk = fileobj.read(min(left, _CHUNK))
+        if not chunk:
+            raise TruncatedTar(
+                f"{_where(url)}truncated tar stream in {what} (expected {n} bytes, got {n - left})",
+                url=url, member=member,
+            )  # fmt: skip
+        left -= len(chunk)
 
 
 def _pax_records(data: bytes) -> dict[str, str]:
     out: dict[str, str] = {}
     pos = 0
-    while pos < len(data):
-        space = data.index(b" ", pos)
-        length = int(data[pos:space])
-        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
-        out[key.decode("utf-8")] = value.decode("utf-8", "surrogateescape")
-        pos += length
+    try:
+        while pos < len(data):
+            space = data.index(b" ", pos)
+            length = int(data[pos:space])
+            if length <= 0:
+                raise ValueError(length)
+            key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
+            out[key.decode("utf-8")] = value.decode("utf-8", "surrogateescape")
+            pos += length
+    except ValueError:  # also UnicodeDecodeError
+        raise TarFormatError("malformed pax extended header (corrupt tar)") from None
     return out
 
 
-def iter_members(fileobj: IO[bytes]) -> Iterator[tuple[str, bytes]]:
-    """``(name, data)`` for every regular file of a tar stream, in order."""
+def iter_members(fileobj: IO[bytes], *, url: str = "", max_member: int | None = None) -> Iterator[tuple[str, bytes]]:
+    """``(name, data)`` for every regular file of a tar stream, in order.
+
+    Raises :class:`OversizedMember` for a member above ``max_member`` bytes (default
+    :func:`max_member_bytes`) and :class:`TruncatedTar` when the stream ends early; ``url`` only labels
+    the messages.
+    """
+    for name, data in _members(fileobj, url, max_member_bytes() if max_member is None else max_member, None):
+        assert data is not None
+        yield name, data
+
+
+def _members(fileobj: IO[bytes], url: str, limit: int, handler: Handler | None) -> Iterator[tuple[str, bytes | None]]:
+    """:func:`iter_members`; an oversized member the ``handler`` accepts is skipped as ``(name, None)``."""
     long_name: str | None = None
     pax: dict[str, str] = {}
+    last_name, last = "", "the start of the stream"  # the last regular member, for messages
+    seen = False
     while True:
-        header = fileobj.read(BLOCK)
+        header = _read_upto(fileobj, BLOCK)
         if len(header) < BLOCK or header == b"\0" * BLOCK:
             if header and header.strip(b"\0"):
-                raise TarFormatError("truncated tar header")
+                raise TruncatedTar(f"{_where(url)}truncated tar header after {last}", url=url, member=last_name)
+            if not header and seen:  # members, then the end of the stream, but no end-of-archive block
+                raise TruncatedTar(
+                    f"{_where(url)}truncated tar stream after {last} (no end-of-archive block)",
+                    url=url, member=last_name,
+                )  # fmt: skip
             return
+        seen = True
         if not _checksum_ok(header):
-            raise TarFormatError("bad tar header checksum (not a tar file, or corrupt)")
-        size = _octal(header[124:136])
-        kind = header[156:157]
-        if kind in (b"x", b"L"):
-            data = _read_exact(fileobj, size, "extended header")
-            fileobj.read(-size % BLOCK)
-            if kind == b"L":
-                long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
-            else:
-                pax = _pax_records(data)
-            continue
-        if "size" in pax:
-            size = int(pax["size"])
+            raise TarFormatError(f"{_where(url)}bad tar header checksum after {last} (not a tar file, or corrupt)")
+        try:
+            size = _octal(header[124:136])
+            kind = header[156:157]
+            if kind in (b"x", b"L"):
+                if size > MAX_EXTENDED_BYTES:
+                    raise TarFormatError(f"an extended header claims {size} bytes (corrupt tar)")
+                data = _read_exact(fileobj, size, f"the extended header after {last}", url, last_name)
+                _read_exact(fileobj, -size % BLOCK, f"the extended header after {last}", url, last_name)
+                if kind == b"L":
+                    long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+                else:
+                    pax = _pax_records(data)
+                continue
+            if "size" in pax:
+                try:
+                    size = int(pax["size"])
+                except ValueError:
+                    size = -1
+                if size < 0:
+                    raise TarFormatError(f"bad pax size {pax['size'][:20]!r} (corrupt tar)")
+        except TruncatedTar:
+            raise
+        except TarFormatError as err:
+            raise TarFormatError(f"{_where(url)}{err} after {last}") from None
         if kind in REGULAR:
             if long_name is not None:
                 name = long_name
@@ -102,13 +219,25 @@ def iter_members(fileobj: IO[bytes]) -> Iterator[tuple[str, bytes]]:
                 prefix = header[345:500].split(b"\0", 1)[0] if header[257:262] == b"ustar" else b""
                 if prefix:
                     name = prefix.decode("utf-8", "surrogateescape") + "/" + name
-            data = _read_exact(fileobj, size, name)
-            fileobj.read(-size % BLOCK)
-            yield name, data
+            last_name, last = name, repr(name)
+            if size > limit:
+                err = OversizedMember(
+                    f"{_where(url)}tar member {name!r} claims {size} bytes, above the {limit}-byte limit "
+                    f"({MAX_MEMBER_ENV}); corrupt or not a face shard",
+                    url=url, member=name,
+                )  # fmt: skip
+                if handler is None or not handler(err):
+                    raise err
+                _skip(fileobj, size + (-size % BLOCK), f"member {last}", url, name)
+                yield name, None
+            else:
+                data = _read_exact(fileobj, size, f"member {last}", url, name)
+                _read_exact(fileobj, -size % BLOCK, f"member {last}", url, name)
+                yield name, data
         elif kind in SKIPPED:
-            fileobj.read(size + (-size % BLOCK))
+            _skip(fileobj, size + (-size % BLOCK), f"a type {kind!r} entry after {last}", url, last_name)
         else:
-            raise TarFormatError(f"unsupported tar member type {kind!r}")
+            raise TarFormatError(f"{_where(url)}unsupported tar member type {kind!r} after {last}")
         long_name, pax = None, {}
 
 
@@ -120,20 +249,46 @@ def _split_key(name: str) -> tuple[str, str] | None:
     return name[:dot], name[dot + 1 :]
 
 
-def tar_samples(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """WebDataset stage: ``{"url": ...}`` items -> samples ``{"__key__", "__url__", ext: bytes, ...}``."""
+def open_shard(url: str) -> IO[bytes]:
+    """Open one shard through ``webdataset.gopen`` (``s3://`` via our storage layer once registered),
+    after :func:`superfan.storage.check_url` (no command-running URLs, also after ``GOPEN_REWRITE``)."""
     from webdataset.gopen import gopen
 
+    storage.check_url(url)
+    return gopen(url, "rb")
+
+
+def tar_samples(
+    src: Iterable[dict[str, Any]], *, max_member: int | None = None, handler: Handler | None = None
+) -> Iterator[dict[str, Any]]:
+    """WebDataset stage: ``{"url": ...}`` items -> samples ``{"__key__", "__url__", ext: bytes, ...}``.
+
+    A :class:`~superfan.errors.BadSample` (oversized member, truncated stream) raises, unless ``handler``
+    returns ``True`` for it: then the sample it belongs to is dropped (the handler's call is the one count
+    of it) and the stream goes on, see the module docstring. Not-a-tar errors (:class:`TarFormatError`
+    other than truncation) always raise.
+    """
+    limit = max_member_bytes() if max_member is None else max_member
     for item in src:
         url = item["url"]
-        stream = gopen(url, "rb")
+        stream = open_shard(url)
         try:
             current: dict[str, Any] | None = None
-            for name, data in iter_members(stream):
+            bad_key: str | None = None
+            for name, data in _members(stream, url, limit, handler):
                 split = _split_key(name)
                 if split is None or split[0].rsplit("/", 1)[-1].startswith("__"):
                     continue  # no extension, or webdataset metadata (__*__)
                 key, ext = split[0], split[1].lower()
+                if bad_key is not None and key != bad_key:
+                    bad_key = None
+                if data is None:  # an oversized member the handler skipped: drop its whole sample
+                    if current is not None and current["__key__"] == key:
+                        current = None
+                    bad_key = key
+                    continue
+                if key == bad_key:
+                    continue
                 if current is None or current["__key__"] != key:
                     if current is not None:
                         yield current
@@ -141,7 +296,13 @@ def tar_samples(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
                 current[ext] = data
             if current is not None:
                 yield current
-        except TarFormatError as err:
-            raise TarFormatError(f"{url}: {err}") from None
+        except BadSample as err:
+            if handler is None or not handler(err):
+                raise
+            # Truncated: nothing after the cut can be read. The sample being read is kept only if the cut
+            # fell in a later sample's member (then all of it came before); otherwise it may lack members.
+            split = _split_key(err.member) if err.member else None
+            if current is not None and split is not None and split[0] != current["__key__"]:
+                yield current
         finally:
             stream.close()

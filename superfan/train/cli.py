@@ -73,7 +73,7 @@ def _ray_init() -> None:
 def _failure_line(err: BaseException) -> str:
     """The root cause of a failed Train run as one line (TrainingDiverged and other user errors)."""
     text = str(err)
-    for marker in (TrainingDiverged.__name__, "ConfigError", "StorageError", "IntegrityError"):
+    for marker in (TrainingDiverged.__name__, "BadData", "ConfigError", "StorageError", "IntegrityError"):
         if marker in text:
             tail = text[text.rindex(marker) :].splitlines()[0]
             return tail
@@ -82,7 +82,7 @@ def _failure_line(err: BaseException) -> str:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    from superfan.train.trainer import build_trainer, checkpoint_url, resolve_stages
+    from superfan.train.trainer import build_trainer, checkpoint_url, preflight, resolve_stages
 
     cfg = _config(args)
     stages = None
@@ -93,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or f"{args.what}-{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     root = args.storage or cfg.train.storage
     stages = resolve_stages(cfg, stages, args.init)  # user errors before Ray starts
+    teacher = getattr(args, "teacher", None) or cfg.train.teacher
+    if any(cfg.stage(n).kind != "fan" for n in stages) and not teacher:
+        raise UserError("Super-FAN stages need the teacher FAN: pass --teacher CHECKPOINT (from `train fan`)")
+    preflight(cfg, teacher=teacher, resume_from=args.init, storage_url=root)
     _ray_init()
     trainer = build_trainer(
         cfg,

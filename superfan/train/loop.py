@@ -29,7 +29,7 @@ from superfan import storage
 from superfan.checkpoint import load_checkpoint, models_from_checkpoint, save_checkpoint, state_fingerprint, strip_ddp
 from superfan.config import Config, StageConfig, from_dict
 from superfan.data.stream import batches_per_epoch
-from superfan.errors import ConfigError, TrainingDiverged
+from superfan.errors import BadData, ConfigError, TrainingDiverged
 from superfan.train.collectives import broadcast_object, mean_across_ranks, min_max_across_ranks
 from superfan.train.stages import STAGE_SPECS, Nets, StageRunner, build_nets, params_finite
 
@@ -239,12 +239,14 @@ def run_training(
             for epoch in range(first_epoch, stage.epochs):
                 t0 = time.perf_counter()
                 sums: dict[str, float] = {}
+                skipped = 0
                 n = 0
                 loader = loader_factory(cfg, train=True, rank=rank, world_size=world_size, epoch=global_epoch)
                 for i, batch in enumerate(loader):
                     if i >= spe:
                         break
                     losses = runner.step(batch)
+                    skipped += int(batch.get("skipped_samples", 0))
                     for k, v in losses.items():
                         sums[k] = sums.get(k, 0.0) + v
                     n += 1
@@ -269,12 +271,15 @@ def run_training(
                 if fewest != most:  # batches_per_epoch makes this impossible; a silent mismatch would hang DDP
                     raise RuntimeError(f"ranks took {fewest:.0f} to {most:.0f} steps in one epoch (expected {spe})")
                 train = mean_across_ranks({k: v / max(n, 1) for k, v in sums.items()})
+                skipped = round(mean_across_ranks({"skipped": float(skipped)})["skipped"] * world_size)
+                _check_bad_fraction(cfg, skipped, n * cfg.data.batch_size * world_size, stage.name, epoch + 1)
                 if cfg.data.val:
                     last_val = _run_validation(stage.kind, nets, cfg, rank, device, loader_factory)
                 global_epoch += 1
                 metrics = _metrics(stage, si, epoch + 1, global_epoch, global_step, runner, train, last_val)
                 metrics["images_per_s"] = n * cfg.data.batch_size / max(elapsed, 1e-9)
                 metrics["epoch_steps"] = n
+                metrics["skipped_samples"] = skipped
                 metrics["perceptual_pretrained"] = perceptual_pretrained
                 metrics["resumed_from_step"] = resumed_from_step
                 if rank == 0:  # not print(): Train V2 patches it into its logger, which shows each line twice
@@ -310,6 +315,15 @@ def run_training(
                        "diverged": True, "diverged_reason": str(err)}  # fmt: skip
         raise
     return last
+
+
+def _check_bad_fraction(cfg: Config, skipped: int, used: int, stage: str, epoch: int) -> None:
+    """The epoch-level guard of ``data.max_bad_fraction`` (each reader also stops itself early)."""
+    if skipped and skipped > cfg.data.max_bad_fraction * (skipped + used):
+        raise BadData(
+            f"stage {stage!r} epoch {epoch}: {skipped} of {skipped + used} training samples could not be used "
+            f"(above data.max_bad_fraction {cfg.data.max_bad_fraction:g}): the data is bad, not a sample"
+        )
 
 
 def _state(net: nn.Module | None) -> dict[str, torch.Tensor] | None:

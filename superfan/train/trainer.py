@@ -15,7 +15,7 @@ from typing import Any
 
 from superfan import storage
 from superfan.config import Config
-from superfan.errors import ConfigError
+from superfan.errors import ConfigError, UserError
 from superfan.storage import absolute as absolute_url
 
 #: Train V2 is the default in Ray 2.60, but we pin it (and state tracking for the dashboard) explicitly.
@@ -37,6 +37,10 @@ FORWARD_ENV = (
     "RAY_TRAIN_ENABLE_STATE_TRACKING",
     "RAY_USAGE_STATS_ENABLED",
 )
+
+
+#: Retry window of the pre-flight checks (seconds): long enough for a blip, short for a typo.
+PREFLIGHT_RETRY_S = 5.0
 
 
 def default_stages(cfg: Config) -> list[str]:
@@ -90,6 +94,32 @@ def worker_resources(cfg: Config, gpu: bool) -> dict[str, float]:
     return resources
 
 
+def preflight(cfg: Config, *, teacher: str | None = None, resume_from: str | None = None,
+              storage_url: str | None = None, workers: int | None = None) -> None:  # fmt: skip
+    """Every user error that can be found before Ray starts, each as one line: train and val data reachable
+    with a manifest or shards (and a known size for one-pass epochs), the teacher and start checkpoints
+    present, the storage writable. ``superfan train``, the sweeps and :func:`build_trainer` call it."""
+    from superfan.checkpoint import require_file
+    from superfan.data.stream import batches_per_epoch, resolve_dataset
+
+    if not cfg.data.train:
+        raise ConfigError("no training data: pass --data URL (shards, brace pattern, prefix or manifest.json)")
+    # A missing bucket, endpoint or credential is a user error now, not an outage to ride out.
+    with storage.retry_window(PREFLIGHT_RETRY_S):
+        resolve_dataset(cfg.data.train)
+        batches_per_epoch(cfg, workers or cfg.train.workers)
+        if cfg.data.val:
+            resolve_dataset(cfg.data.val)
+        for what, ref in (("teacher", teacher), ("start checkpoint", resume_from)):
+            if ref:
+                try:
+                    require_file(ref)
+                except UserError as err:
+                    raise type(err)(f"{what}: {err}") from None
+        if storage_url:
+            storage.check_writable(storage_url)
+
+
 def storage_location(url: str) -> tuple[str, Any]:
     """``(storage_path, storage_filesystem)`` for ``RunConfig``; local paths get no filesystem."""
     if storage.is_s3(url):
@@ -125,7 +155,6 @@ def build_trainer(
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from superfan.data.stream import batches_per_epoch
     from superfan.train.loop import check_same_teacher, load_teacher, train_loop_per_worker
 
     names = resolve_stages(cfg, stages, resume_from)
@@ -137,7 +166,7 @@ def build_trainer(
     teacher = absolute_url(teacher) if teacher else None
     resume_from = absolute_url(resume_from) if resume_from else None
     # Checked here, on the driver, so a bad URL or manifest fails with one line before any worker starts.
-    batches_per_epoch(cfg, cfg.train.workers)
+    preflight(cfg, teacher=teacher, resume_from=resume_from)
     if any(cfg.stage(n).kind != "fan" for n in names):
         if not teacher:
             raise ConfigError("Super-FAN stages need the teacher FAN: pass --teacher CHECKPOINT (from `train fan`)")
