@@ -48,7 +48,6 @@ import yaml  # noqa: E402
 from superfan import storage  # noqa: E402
 from superfan.config import Config, StageConfig, apply_overrides, load_config  # noqa: E402
 from superfan.errors import ConfigError, UserError  # noqa: E402
-from superfan.train.trainer import FORWARD_ENV  # noqa: E402
 
 SWEEPS_DIR = Path(__file__).resolve().parent
 CONFIGS_DIR = SWEEPS_DIR / "configs"
@@ -375,29 +374,6 @@ def plan(kind: str, args: argparse.Namespace) -> Sweep:
 
 
 # ------------------------------------------------------------------------------------------- Ray / data
-
-
-def ray_init() -> None:
-    """Attach to ``RAY_ADDRESS`` (set by ``ray job submit``) or start Ray in this process.
-
-    On a cluster the trial's processes get the Train flags and S3 settings through the job's runtime
-    environment (keys the submitted job already sets are left to it: Ray refuses a conflicting merge).
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    if not os.environ.get("RAY_ADDRESS"):
-        # With the dashboard: it is where users watch runs, and Train's placement-group cleaner polls the
-        # state API it serves (without it, every Train run logs "Failed to query ... actor state" forever).
-        ray.init(log_to_driver=True)
-        return
-    taken: set[str] = set()
-    job_json = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
-    if job_json:
-        taken = set((json.loads(job_json).get("runtime_env") or {}).get("env_vars") or {})
-    env = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ and k not in taken}
-    ray.init(runtime_env={"env_vars": env} if env else None, log_to_driver=True)
 
 
 def concurrency(settings: SweepSettings, workers: int, cpus_per_worker: float, use_gpu: bool) -> int:
@@ -747,14 +723,23 @@ def main(kind: str, description: str, argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"sweeps/{kind}.py: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (superfan.raysession): Ray is already shut down
+        print(f"sweeps/{kind}.py: interrupted; continue with --resume", file=sys.stderr)
+        return 130
 
 
 def _main(kind: str, args: argparse.Namespace, argv: list[str] | None) -> int:
     sweep = plan(kind, args)
-    state_url = storage.join(sweep.experiment_url, "sweep.json")
     embedded_default = not (argv if argv is not None else sys.argv[1:])
     _preflight(sweep)
-    ray_init()
+    from superfan.raysession import ray_session
+
+    with ray_session():
+        return _run(kind, sweep, args, embedded_default)
+
+
+def _run(kind: str, sweep: Sweep, args: argparse.Namespace, embedded_default: bool) -> int:
+    state_url = storage.join(sweep.experiment_url, "sweep.json")
     resuming = False
     if can_resume(sweep):
         if not (args.resume or embedded_default):

@@ -60,16 +60,6 @@ def _config(args: argparse.Namespace) -> Any:
     return cfg
 
 
-def _ray_init() -> None:
-    """Attach to ``RAY_ADDRESS`` or start Ray here, with the dashboard: it is where users watch runs, and
-    Train's placement-group cleaner polls the state API it serves (without it, every Train run logs
-    "Failed to query ... actor state" until it ends)."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(log_to_driver=True)
-
-
 def _failure_line(err: BaseException) -> str:
     """The root cause of a failed Train run as one line (TrainingDiverged and other user errors)."""
     text = str(err)
@@ -97,21 +87,23 @@ def run(args: argparse.Namespace) -> int:
     if any(cfg.stage(n).kind != "fan" for n in stages) and not teacher:
         raise UserError("Super-FAN stages need the teacher FAN: pass --teacher CHECKPOINT (from `train fan`)")
     preflight(cfg, teacher=teacher, resume_from=args.init, storage_url=root)
-    _ray_init()
-    trainer = build_trainer(
-        cfg,
-        name=name,
-        storage=root,
-        stages=stages,
-        teacher=getattr(args, "teacher", None),
-        resume_from=args.init,
-    )
     import ray.train
 
-    try:
-        result = trainer.fit()
-    except ray.train.TrainingFailedError as err:
-        raise UserError(f"training failed: {_failure_line(err)}") from None
+    from superfan.raysession import ray_session
+
+    with ray_session():
+        trainer = build_trainer(
+            cfg,
+            name=name,
+            storage=root,
+            stages=stages,
+            teacher=getattr(args, "teacher", None),
+            resume_from=args.init,
+        )
+        try:
+            result = trainer.fit()
+        except ray.train.TrainingFailedError as err:
+            raise UserError(f"training failed: {_failure_line(err)}") from None
     metrics = {k: v for k, v in (result.metrics or {}).items() if not k.startswith("_")}
     print(json.dumps(metrics, indent=2, default=str))
     if result.checkpoint is not None:

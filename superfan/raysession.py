@@ -1,0 +1,65 @@
+"""One way to start, attach to and leave Ray, for ``superfan train`` and the sweep scripts.
+
+Attached (``RAY_ADDRESS`` set, e.g. inside ``ray job submit``): the driver joins that cluster and, on the
+way out, only disconnects, so ending it ends its own job (its non-detached actors) and nothing else.
+Embedded: ``ray.init()`` starts a cluster in this process, with the dashboard (it is where users watch
+runs, and Train's placement-group cleaner polls the state API it serves), and the way out shuts that whole
+cluster down.
+
+"The way out" includes SIGTERM, which is what a scheduler, ``timeout`` or ``kill PID`` sends: its
+default action ends the driver at once, without ``finally`` blocks or atexit hooks, and an embedded
+cluster's raylet, GCS, TrainController and RayTrainWorker processes kept running (and holding cores) after
+the driver was gone. Inside :func:`ray_session` SIGTERM raises ``KeyboardInterrupt`` instead, so it takes
+the same path as Ctrl-C: Train and Tune stop, checkpoints already written stay, and Ray is shut down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def _job_env() -> dict[str, str] | None:
+    """Non-secret settings (``superfan.train.trainer.FORWARD_ENV``) for an attached job's processes, minus
+    the keys the submitted job already sets (Ray refuses a conflicting merge)."""
+    from superfan.train.trainer import FORWARD_ENV
+
+    taken: set[str] = set()
+    job_json = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if job_json:
+        taken = set((json.loads(job_json).get("runtime_env") or {}).get("env_vars") or {})
+    env = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ and k not in taken}
+    return env or None
+
+
+@contextlib.contextmanager
+def ray_session(**init_kwargs: Any) -> Iterator[bool]:
+    """Ray for the duration of the block; yields True when attached to an existing cluster."""
+    import ray
+
+    main = threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread
+    previous = signal.getsignal(signal.SIGTERM)
+    attached = bool(os.environ.get("RAY_ADDRESS"))
+    owned = not ray.is_initialized()
+    try:
+        if owned:
+            env = _job_env() if attached else None
+            ray.init(runtime_env={"env_vars": env} if env else None, log_to_driver=True, **init_kwargs)
+        if main:  # after ray.init: its core worker installs a SIGTERM handler of its own that aborts
+            signal.signal(signal.SIGTERM, _interrupt)
+        yield attached
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+        if owned and ray.is_initialized():
+            ray.shutdown()
