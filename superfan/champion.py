@@ -31,6 +31,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
 import tempfile
 import uuid
@@ -218,9 +219,10 @@ def promote(
         files = [f for f in storage.list_files(cand.checkpoint) if f and not f.endswith("/") and f != MANIFEST]
         if "checkpoint.pt" not in files:
             continue
-        current = _current(root)
-        if current is not None and current.manifest.get("source") == cand.checkpoint:
-            return current
+        done = _promoted(root, cand.checkpoint)
+        if done is not None:  # a resumed sweep that found nothing better, or a promoter killed after its manifest
+            _publish_latest(root)
+            return done
         version = _claim_version(root)
         dest = storage.join(root, version)
         entries = []
@@ -232,6 +234,7 @@ def promote(
                 storage.upload_file(local, storage.join(dest, rel))
                 entries.append({"path": rel, "sha256": digest, "bytes": size})
                 local.unlink()
+                _fault_kill_in_promotion()
         manifest = {
             "format": FORMAT,
             "name": name,
@@ -240,6 +243,7 @@ def promote(
             "code_version": code_version(),
             "trial_id": cand.trial_id,
             "source": cand.checkpoint,
+            "stage": cand.metrics.get("stage"),
             "metric": metric,
             "mode": mode,
             "metrics": _plain(dict(cand.metrics)),
@@ -254,17 +258,32 @@ def promote(
     return None
 
 
-def _current(root: str) -> Champion | None:
-    latest = storage.join(root, LATEST)
-    if not storage.exists(latest):
-        return None
-    version = storage.read_text(latest).strip()
-    url = storage.join(root, version)
+def _promoted(root: str, source: str) -> Champion | None:
+    """The newest complete version already made from ``source``, if any."""
+    for version in reversed(_complete_versions(root)):
+        url = storage.join(root, version)
+        try:
+            manifest = json.loads(storage.read_text(storage.join(url, MANIFEST)))
+        except (StorageError, ValueError):
+            continue
+        if manifest.get("source") == source:
+            return Champion(url=url, version=version, manifest=manifest)
+    return None
+
+
+def _fault_kill_in_promotion() -> None:
+    """Test hook (``SUPERFAN_DEBUG_FAULTS={"kill_in_promotion": MARKER}``): the first promotion to get here
+    SIGKILLs its own process after one file, as a crash mid-promotion would."""
+    raw = os.environ.get("SUPERFAN_DEBUG_FAULTS")
+    marker = json.loads(raw).get("kill_in_promotion") if raw else None
+    if not marker:
+        return
     try:
-        manifest = json.loads(storage.read_text(storage.join(url, MANIFEST)))
-    except (StorageError, ValueError):
-        return None
-    return Champion(url=url, version=version, manifest=manifest)
+        with open(marker, "x") as f:
+            f.write("killed during promotion\n")
+    except FileExistsError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------------------- verify / pull

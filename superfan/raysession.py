@@ -47,6 +47,9 @@ def ray_session(**init_kwargs: Any) -> Iterator[bool]:
     """Ray for the duration of the block; yields True when attached to an existing cluster."""
     import ray
 
+    from superfan.logs import show_warnings
+
+    show_warnings()
     main = threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread
     previous = signal.getsignal(signal.SIGTERM)
     attached = bool(os.environ.get("RAY_ADDRESS"))

@@ -97,9 +97,10 @@ def test_two_ranks_one_pass_epochs_on_unequal_shards_take_equal_steps(ray_two_cp
     res = pack(PackOptions(format="synthetic", src="56", dest=train, split="train", shard_size=32, workers=1,
                            progress=False))  # fmt: skip
     assert [s["samples"] for s in res.manifest["shards"]] == [32, 24]
+    # 2 ranks of 1 CPU fit this test's 2-CPU Ray (the profile asks 2 per worker).
     cfg = load_config("tiny", [
         "model.fan.features=16", "model.fan.hourglass_depth=2", "data.batch_size=4", "data.samples_per_epoch=null",
-        "data.shuffle_buffer=8", "train.workers=2", "train.max_failures=0",
+        "data.shuffle_buffer=8", "train.workers=2", "train.cpus_per_worker=1", "train.max_failures=0",
     ])  # fmt: skip
     cfg.data.train = [train]  # a prefix, as in docs/cluster.md
     cfg.stage("teacher").epochs = 2

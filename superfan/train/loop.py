@@ -452,6 +452,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    from superfan.logs import show_warnings
+
+    show_warnings()  # skipped samples and storage retries, in the driver's log
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
