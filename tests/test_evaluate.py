@@ -343,10 +343,11 @@ def test_evaluate_cli_bad_teacher_path_is_one_line(tmp_path: Path, capsys: pytes
 
 def test_evaluate_on_the_real_data_stream(tmp_path: Path) -> None:
     """Contract batches from ``make_loader`` over procedural-face shards go through the same protocol."""
+    from shards.pack import PackOptions, pack
     from superfan.data.stream import make_loader
-    from superfan.data.synthetic import write_synthetic_shards
 
-    write_synthetic_shards(str(tmp_path / "shards"), 12, split="val", seed=3)
+    pack(PackOptions(format="synthetic", src="12", dest=str(tmp_path / "shards"), split="val", seed=3, workers=1,
+                     progress=False))  # fmt: skip
     cfg = Config()
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"batch_size": 5, "num_workers": 0})})
     url = str(tmp_path / "shards" / "manifest.json")

@@ -358,20 +358,3 @@ def render_face(
         arr = arr + rng.normal(0, rng.uniform(1, 5), arr.shape).astype(np.float32)
     image = np.clip(arr, 0, 255).astype(np.uint8)
     return image, landmarks.astype(np.float64), {"yaw": yaw, "pitch": pitch, "roll": roll}
-
-
-def write_synthetic_shards(
-    dest: str, n: int, split: str = "train", seed: int = 0, shard_size: int = 1000, workers: int = 1
-) -> dict[str, Any]:
-    """Pack ``n`` procedural faces into shards at ``dest`` (local or s3://) -> the manifest.
-
-    Delegates to the ``shards`` packer (format ``synthetic``), so synthetic shards follow exactly the same
-    crop, key and manifest contract as real datasets.
-    """
-    from shards.pack import PackOptions, pack
-
-    opts = PackOptions(
-        format="synthetic", src=str(n), dest=str(dest), split=split, shard_size=shard_size, workers=workers,
-        seed=seed, progress=False, overwrite=True,
-    )  # fmt: skip
-    return pack(opts).manifest
