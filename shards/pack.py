@@ -31,10 +31,11 @@ from PIL import Image
 
 from shards.crop import DEFAULT_CONTEXT, DEFAULT_SIZE, crop_face
 from shards.readers import REASONS, RawRecord, Reader, Rejection, make_reader
-from shards.writer import FORMAT, ShardWriter, manifest_url, now_iso, read_manifest, write_manifest
+from shards.writer import FORMAT, ShardWriter, manifest_url, read_manifest, write_manifest
 from superfan import storage
 from superfan.errors import StorageError, UserError
 from superfan.faces import landmark_box
+from superfan.records import now_iso
 
 JPEG_QUALITY = 95
 MAX_EXAMPLES_PER_REASON = 10

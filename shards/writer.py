@@ -21,11 +21,11 @@ import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from superfan import storage
 from superfan.errors import IntegrityError, StorageError, UserError
+from superfan.records import sha256_file
 
 FORMAT = "superfan-shards/1"
 MANIFEST = "manifest.json"
@@ -42,14 +42,6 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     info.mode = 0o444
     info.uname = info.gname = ""
     return info
-
-
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -97,7 +89,7 @@ class ShardWriter:
             return
         self._tar.close()
         name = os.path.basename(self._path)
-        info = {"name": name, "samples": self._count, "sha256": _sha256_file(self._path),
+        info = {"name": name, "samples": self._count, "sha256": sha256_file(self._path)[0],
                 "bytes": os.path.getsize(self._path)}  # fmt: skip
         url = storage.join(self.dest, name)
         assert self._pool is not None
@@ -156,10 +148,6 @@ def write_manifest(dest: str, manifest: dict[str, Any]) -> str:
     url = manifest_url(dest)
     storage.write_text(url, json.dumps(manifest, indent=1) + "\n")
     return url
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def read_manifest(url: str) -> dict[str, Any]:

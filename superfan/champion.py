@@ -24,7 +24,6 @@ This module imports neither torch nor Ray, so ``superfan pull`` stays quick.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import hashlib
 import json
 import math
@@ -42,6 +41,7 @@ from typing import Any
 
 from superfan import code_version, storage
 from superfan.errors import IntegrityError, StorageError, UserError
+from superfan.records import json_safe, now_iso, sha256_file
 
 FORMAT = "superfan-champion/1"
 MANIFEST = "manifest.json"
@@ -113,35 +113,6 @@ def select_best(candidates: Iterable[Candidate], metric: str = METRIC, mode: str
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
-def _sha256_file(path: str | os.PathLike[str]) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
-
-
-def _plain(obj: Any) -> Any:
-    """JSON-safe copy (numpy scalars and other ``.item()`` types become Python numbers)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, str | int | float | bool) or obj is None:
-        return obj
-    if hasattr(obj, "item"):
-        return _plain(obj.item())
-    return str(obj)
-
-
 def _versions(root: str) -> list[str]:
     """Version names in use (complete, being written, or claimed by a promoter that died), oldest first."""
     names = {p.split("/", 1)[0] for p in storage.list_files(root) if "/" in p}
@@ -156,7 +127,7 @@ def _complete_versions(root: str) -> list[str]:
 
 def _claim_version(root: str) -> str:
     """The next free ``vNNNN`` under ``root``, claimed exclusively (see the module docstring)."""
-    token = json.dumps({"claim": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(), "at": _now()})
+    token = json.dumps({"claim": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(), "at": now_iso()})
     versions = _versions(root)
     n = int(versions[-1][1:]) + 1 if versions else 1
     for _ in range(10_000):
@@ -230,7 +201,7 @@ def promote(
             for rel in files:
                 local = Path(tmp, "f")
                 storage.download_file(storage.join(cand.checkpoint, rel), local)
-                digest, size = _sha256_file(local)
+                digest, size = sha256_file(local)
                 storage.upload_file(local, storage.join(dest, rel))
                 entries.append({"path": rel, "sha256": digest, "bytes": size})
                 local.unlink()
@@ -239,18 +210,18 @@ def promote(
             "format": FORMAT,
             "name": name,
             "version": version,
-            "created": _now(),
+            "created": now_iso(),
             "code_version": code_version(),
             "trial_id": cand.trial_id,
             "source": cand.checkpoint,
             "stage": cand.metrics.get("stage"),
             "metric": metric,
             "mode": mode,
-            "metrics": _plain(dict(cand.metrics)),
-            "params": _plain(dict(cand.params)),
+            "metrics": json_safe(dict(cand.metrics), nan_as_none=True),
+            "params": json_safe(dict(cand.params), nan_as_none=True),
             "config": _checkpoint_config(cand.checkpoint),
             "files": entries,
-            **_plain(dict(extra or {})),
+            **json_safe(dict(extra or {}), nan_as_none=True),
         }
         storage.write_text(storage.join(dest, MANIFEST), json.dumps(manifest, indent=2, sort_keys=False))
         _publish_latest(root)
@@ -320,7 +291,7 @@ def verify_champion(directory: str | os.PathLike[str]) -> dict[str, Any]:
         else:
             if not Path(furl).is_file():
                 raise IntegrityError(f"{url}: incomplete champion: {rel} is missing")
-            digest, size = _sha256_file(furl)
+            digest, size = sha256_file(furl)
         if size != entry["bytes"] or digest != entry["sha256"]:
             raise IntegrityError(
                 f"{url}: {rel} does not match the manifest (sha256 {digest[:12]}..., expected "

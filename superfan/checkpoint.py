@@ -9,7 +9,6 @@ The ``.pt`` payload holds only tensors, numbers, strings, lists and dicts so tha
 
 from __future__ import annotations
 
-import datetime as _dt
 import io
 import json
 import os
@@ -20,26 +19,10 @@ import torch
 
 from superfan import code_version, storage
 from superfan.errors import IntegrityError, StorageError
+from superfan.records import json_safe, now_iso
 
 FORMAT = "superfan-checkpoint/1"
 PT_NAME = "checkpoint.pt"
-
-
-def now_iso() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
-def _plain(obj: Any) -> Any:
-    """JSON-safe copy of metrics (tensors and numpy scalars become floats)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return obj.item() if obj.numel() == 1 else obj.tolist()
-    if hasattr(obj, "item") and callable(obj.item):
-        return obj.item()
-    return obj
 
 
 def save_checkpoint(directory: str | os.PathLike[str], payload: dict[str, Any]) -> str:
@@ -54,7 +37,7 @@ def save_checkpoint(directory: str | os.PathLike[str], payload: dict[str, Any]) 
     payload.setdefault("format", FORMAT)
     payload.setdefault("created", now_iso())
     payload.setdefault("code_version", code_version())
-    payload["metrics"] = _plain(payload.get("metrics") or {})
+    payload["metrics"] = json_safe(payload.get("metrics") or {})
     directory = str(directory)
     buf = io.BytesIO()
     torch.save(payload, buf)

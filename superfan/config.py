@@ -150,6 +150,12 @@ class OptimizerConfig(_Strict):
 StageKind = Literal["fan", "pixel", "feature", "heatmap", "gan", "end2end"]
 
 
+def is_checkpoint_ref(ref: str) -> bool:
+    """``init_from`` (and ``--init``) name a checkpoint when they look like a path or URL, else an earlier
+    stage of the config: the one rule the config, the trainer and the loop all apply."""
+    return "/" in ref or "://" in ref or ref.endswith(".pt")
+
+
 class StageConfig(_Strict):
     """One training stage of section 4.5.
 
@@ -332,7 +338,7 @@ class Config(_Strict):
             if stage.name in seen:
                 raise ValueError(f"stage name {stage.name!r} is used twice")
             ref = stage.init_from
-            if ref and "/" not in ref and "://" not in ref and ref not in seen:
+            if ref and not is_checkpoint_ref(ref) and ref not in seen:
                 raise ValueError(f"stage {stage.name!r} starts from {ref!r}, which is not an earlier stage")
             seen.add(stage.name)
         return self

@@ -500,7 +500,7 @@ def evaluate_models(
         "meta": meta or {},
     }
     from superfan import code_version
-    from superfan.checkpoint import now_iso
+    from superfan.records import now_iso
 
     results["created"], results["code_version"] = now_iso(), code_version()
     results = _clean(results)

@@ -83,17 +83,6 @@ def heatmap_loss(
     return total
 
 
-def landmark_heatmap_loss(
-    pred_stacks: Sequence[torch.Tensor] | torch.Tensor,
-    target: torch.Tensor,
-    has_landmarks: torch.Tensor,
-    type: str = "l2",
-) -> torch.Tensor:
-    """Teacher-FAN training on ground-truth heatmaps: Eq. 4 over the faces that have landmarks only
-    (CelebA-style samples without annotations carry all-zero target maps that must not be learnt)."""
-    return heatmap_loss(pred_stacks, target, type, mask=has_landmarks)
-
-
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_lambda: float = 1.0) -> torch.Tensor:
     """Eq. 3's penalty ``gp_lambda * E[(||grad D(x_hat)||_2 - 1)^2]`` on random interpolates.
 

@@ -21,7 +21,7 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from sweeps.common import entry  # noqa: E402
+from sweeps.cli import entry  # noqa: E402
 
 main = entry("block_layouts", __doc__.splitlines()[0])
 

@@ -1,7 +1,8 @@
-"""Sweep the loss weights alpha, beta, gamma, zeta of Eq. 5 (the main job).
+"""Sweep the loss weights beta, gamma, zeta of Eq. 5 against alpha = 1 (the main job).
 
 The paper does not publish them; each is searched log-uniformly around the config's value (the
-config's own values are the first trial), scored by balanced validation AUC across the pose bins.
+config's own values are the first trial), scored by balanced validation AUC across the pose bins. The
+pixel weight alpha stays at the config's value: only the ratios matter (see sweeps/configs/tiny.yaml).
 
 Run from the repository root: ``python sweeps/loss_weights.py``; on a cluster:
 ``ray job submit --address http://HEAD:8265 --working-dir . -- python sweeps/loss_weights.py --config
@@ -21,7 +22,7 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from sweeps.common import entry  # noqa: E402
+from sweeps.cli import entry  # noqa: E402
 
 main = entry("loss_weights", __doc__.splitlines()[0])
 

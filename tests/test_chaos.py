@@ -58,8 +58,11 @@ def test_sigkill_of_a_train_worker_mid_epoch(local_inputs: dict[str, str], sweep
         try:
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline and proc.poll() is None and not killed:
-                # After the first epoch's checkpoint, kill the Train worker inside its second epoch.
-                if list((store / "trials" / "kill-worker").rglob("checkpoint_0001_*/checkpoint.pt")):
+                # Once Tune holds the first epoch's checkpoint (Train registered it), kill the Train worker
+                # inside its second epoch.
+                if any(
+                    "checkpoint_path" in p.read_text() for p in (store / "sweeps" / "kill-worker").glob("*/result.json")
+                ):
                     time.sleep(1.0)
                     for pid in _session_pids(proc.pid, b"RayTrainWorker"):
                         os.kill(pid, signal.SIGKILL)

@@ -286,7 +286,7 @@ def _tiny_cfg() -> Config:
 
 
 def test_methods_from_checkpoints_builds_the_paper_rows(faces: dict, tmp_path: Path) -> None:
-    models = pytest.importorskip("superfan.models")  # until the networks land
+    from superfan import models
     from superfan.checkpoint import save_checkpoint
     from superfan.errors import UserError
     from superfan.evaluate import methods_from_checkpoints

@@ -95,13 +95,13 @@ def test_heatmap_loss_sums_pixels_averages_landmarks_and_faces(type: str, per_fa
     assert L.heatmap_loss([pred, pred], target, type).item() == pytest.approx(2 * one)  # summed over stacks
     assert L.heatmap_loss([target.clone(), pred], target, type).item() == pytest.approx(one)
     mask = torch.tensor([False, True])
-    assert L.landmark_heatmap_loss([pred], target, mask, type).item() == pytest.approx(per_face[1])
+    assert L.heatmap_loss([pred], target, type, mask=mask).item() == pytest.approx(per_face[1])
 
 
 def test_heatmap_loss_with_no_annotated_face_is_a_connected_zero() -> None:
     pred, target = _heatmaps()
     pred.requires_grad_(True)
-    loss = L.landmark_heatmap_loss([pred], target, torch.tensor([False, False]))
+    loss = L.heatmap_loss([pred], target, mask=torch.tensor([False, False]))
     assert loss.item() == 0.0
     loss.backward()
     assert pred.grad is not None and pred.grad.abs().sum() == 0

@@ -442,7 +442,6 @@ def test_unknown_synthetic_count_and_empty_dir_are_user_errors(tmp_path: Path) -
 
 
 def test_synthetic_pack(tmp_path: Path) -> None:
-    pytest.importorskip("superfan.data.synthetic")
     manifest = pack_local("synthetic", "6", tmp_path / "out", workers=2, seed=3)
     assert manifest["samples"] + sum(manifest["rejected"].values()) == 6
     for s in read_samples(tmp_path / "out").values():

@@ -150,9 +150,7 @@ def test_two_worker_run_on_s3_survives_a_killed_worker_and_resumes(
             "train.keep_checkpoints=3",
         ],
     )
-    cfg.data.train = [train_url]
-    if importlib.util.find_spec("superfan.evaluate") is not None:
-        cfg.data.val = [val_url]
+    cfg.data.train, cfg.data.val = [train_url], [val_url]
     cfg.stages = [
         StageConfig(name="heatmap", kind="heatmap", epochs=1),
         StageConfig(name="gan", kind="gan", epochs=1, init_from="heatmap"),

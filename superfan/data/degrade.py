@@ -29,7 +29,6 @@ Everything is seeded by a ``numpy.random.Generator`` so a stream is reproducible
 from __future__ import annotations
 
 import io
-import math
 
 import numpy as np
 import torch
@@ -131,10 +130,4 @@ def degrade(hr: torch.Tensor, cfg: DegradeConfig, rng: np.random.Generator, real
     return lr
 
 
-def blur_kernel_sizes_ok(sizes: np.ndarray) -> bool:
-    """All drawn kernel sizes are 0 (no blur) or odd: a check used by tests and asserts."""
-    s = np.asarray(sizes)
-    return bool(np.all((s == 0) | (s % 2 == 1)))
-
-
-__all__ = ["SCALE", "blur", "degrade", "downsample", "gaussian_kernels", "jpeg", "sample_blur", "math"]
+__all__ = ["SCALE", "blur", "degrade", "downsample", "gaussian_kernels", "jpeg", "sample_blur"]

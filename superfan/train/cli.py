@@ -72,6 +72,7 @@ def _failure_line(err: BaseException) -> str:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from superfan.train.stages import NEEDS_TEACHER
     from superfan.train.trainer import build_trainer, checkpoint_url, preflight, resolve_stages
 
     cfg = _config(args)
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     stages = resolve_stages(cfg, stages, args.init)  # user errors before Ray starts
     teacher = getattr(args, "teacher", None) or cfg.train.teacher
     if any(cfg.stage(n).kind != "fan" for n in stages) and not teacher:
-        raise UserError("Super-FAN stages need the teacher FAN: pass --teacher CHECKPOINT (from `train fan`)")
+        raise UserError(NEEDS_TEACHER)
     preflight(cfg, teacher=teacher, resume_from=args.init, storage_url=root)
     import ray.train
 

@@ -27,11 +27,11 @@ from torch import nn
 
 from superfan import storage
 from superfan.checkpoint import load_checkpoint, models_from_checkpoint, save_checkpoint, state_fingerprint, strip_ddp
-from superfan.config import Config, StageConfig, from_dict
+from superfan.config import Config, StageConfig, from_dict, is_checkpoint_ref
 from superfan.data.stream import batches_per_epoch
 from superfan.errors import BadData, ConfigError, TrainingDiverged
 from superfan.train.collectives import broadcast_object, mean_across_ranks, min_max_across_ranks
-from superfan.train.stages import STAGE_SPECS, Nets, StageRunner, build_nets, params_finite
+from superfan.train.stages import NEEDS_TEACHER, STAGE_SPECS, Nets, StageRunner, build_nets, params_finite
 
 LoaderFactory = Callable[..., Iterable[dict[str, Any]]]
 #: Validation keys every report carries (docs/contracts.md); a diverged run reports them as NaN, so a
@@ -45,11 +45,6 @@ class Reporter(Protocol):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def is_path_ref(ref: str) -> bool:
-    """``init_from`` names an earlier stage unless it looks like a path or URL."""
-    return "/" in ref or "://" in ref or ref.endswith(".pt")
 
 
 def _default_loader(cfg: Config, *, train: bool, rank: int, world_size: int, epoch: int) -> Iterable[dict]:
@@ -189,7 +184,7 @@ def run_training(
     carried: dict[str, Any] = {}  # optimizer states that continue into the next stage (optimizer.carry_state)
     if any(k != "fan" for k in kinds):
         if not teacher_ref:
-            raise ConfigError("Super-FAN stages need the teacher FAN: pass --teacher CHECKPOINT (from `train fan`)")
+            raise ConfigError(NEEDS_TEACHER)
         loaded = load_teacher(teacher_ref, device)
         teacher, teacher_sha = loaded.fan, loaded.sha256
         carried["fan"] = loaded.optimizer
@@ -224,7 +219,7 @@ def run_training(
         for si in range(stage_idx, len(stages)):
             stage = stages[si]
             resuming_here = restore_state is not None and si == stage_idx
-            if stage.init_from and is_path_ref(stage.init_from) and not resuming_here:
+            if stage.init_from and is_checkpoint_ref(stage.init_from) and not resuming_here:
                 init = load_checkpoint(stage.init_from)
                 _load_weights(nets, init, STAGE_SPECS[stage.kind].trains)
                 carried.update(init.get("optimizers") or {})

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,11 @@ class StageSpec:
     def needs_perceptual(self) -> bool:
         return "perceptual" in self.losses
 
+
+#: The one wording of "this run needs the HR teacher FAN" (CLI, trainer, loop and stage runner).
+NEEDS_TEACHER = (
+    "Super-FAN stages need the teacher FAN: pass --teacher CHECKPOINT (from `superfan train fan`) or set train.teacher"
+)
 
 STAGE_SPECS: dict[str, StageSpec] = {
     "fan": StageSpec(("fan",), ("heatmap_gt",)),
@@ -147,11 +152,7 @@ class StageRunner:
     def __post_init__(self) -> None:
         self.spec = STAGE_SPECS[self.stage.kind]
         if self.spec.needs_teacher and self.nets.teacher is None:
-            raise ConfigError(
-                f"stage {self.stage.name!r} ({self.stage.kind}) needs the teacher FAN: "
-                "pass --teacher CHECKPOINT "
-                "(from `superfan train fan`) or set train.teacher"
-            )
+            raise ConfigError(f"stage {self.stage.name!r} ({self.stage.kind}): {NEEDS_TEACHER}")
         for name in ("generator", "critic", "fan"):
             net = getattr(self.nets, name)
             if net is None:
@@ -279,11 +280,9 @@ class StageRunner:
         target = batch["heatmaps"].to(self.device)
         mask = batch["has_landmarks"].to(self.device).bool()
         with self._autocast():
-            preds = fan(hr)
-            if bool(mask.any()):
-                loss = heatmap_loss([p[mask].float() for p in preds], target[mask], self.cfg.losses.heatmap.type)
-            else:  # keep every DDP rank's graph alive; a zero gradient leaves RMSprop's weights unchanged
-                loss = sum(p.float().sum() for p in preds) * 0.0
+            # Faces without landmarks are masked out; with none in the batch the loss is a connected zero,
+            # which keeps every DDP rank's graph alive (and a zero gradient leaves RMSprop's weights).
+            loss = heatmap_loss([p.float() for p in fan(hr)], target, self.cfg.losses.heatmap.type, mask=mask)
         loss = self._poison(loss)
         opt = self.optimizers["fan"]
         opt.zero_grad(set_to_none=True)
@@ -364,11 +363,3 @@ def params_finite(nets: Nets) -> bool:
                 if not torch.isfinite(p).all():
                     return False
     return True
-
-
-def batches_forever(make: Callable[[int], Any]) -> Iterator[dict[str, Any]]:
-    """Loop over ``make(epoch)`` loaders without end (the benchmark's data source)."""
-    epoch = 0
-    while True:
-        yield from make(epoch)
-        epoch += 1

@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from superfan import storage
-from superfan.config import Config
+from superfan.config import Config, is_checkpoint_ref
 from superfan.errors import ConfigError, UserError
 from superfan.storage import absolute as absolute_url
 
@@ -59,7 +59,7 @@ def resolve_stages(cfg: Config, stages: list[str] | None, resume_from: str | Non
         raise ConfigError("a run trains either the teacher FAN (kind 'fan') or Super-FAN stages, not both")
     first = cfg.stage(names[0])
     ref = first.init_from
-    if ref and "/" not in ref and "://" not in ref and not resume_from:
+    if ref and not is_checkpoint_ref(ref) and not resume_from:
         raise ConfigError(
             f"stage {first.name!r} starts from stage {ref!r}, which this run does not include: "
             f"add it to the stages or pass its checkpoint (--init CHECKPOINT)"
@@ -156,6 +156,7 @@ def build_trainer(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from superfan.train.loop import check_same_teacher, load_teacher, train_loop_per_worker
+    from superfan.train.stages import NEEDS_TEACHER
 
     names = resolve_stages(cfg, stages, resume_from)
     # The workers do not run in this process's directory: local paths they read must be absolute.
@@ -165,11 +166,9 @@ def build_trainer(
     teacher = teacher or cfg.train.teacher
     teacher = absolute_url(teacher) if teacher else None
     resume_from = absolute_url(resume_from) if resume_from else None
-    # Checked here, on the driver, so a bad URL or manifest fails with one line before any worker starts.
-    preflight(cfg, teacher=teacher, resume_from=resume_from)
     if any(cfg.stage(n).kind != "fan" for n in names):
         if not teacher:
-            raise ConfigError("Super-FAN stages need the teacher FAN: pass --teacher CHECKPOINT (from `train fan`)")
+            raise ConfigError(NEEDS_TEACHER)
         import torch
 
         from superfan.checkpoint import load_checkpoint

@@ -1,0 +1,187 @@
+"""The command line shared by the sweep scripts: options, resolving a sweep (:func:`plan`), and running it.
+
+``main`` maps every user error to one line and exit 2; :func:`plan` and the preflight find the errors
+that need no Ray (sweep file, config, storage, data, teacher) before Ray starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# Train V2 inside Tune, Train runs visible in the dashboard, no usage reporting. Set before Ray is
+# imported anywhere in this process: the in-process cluster and all its workers inherit them.
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from superfan import storage  # noqa: E402
+from superfan.errors import ConfigError, UserError  # noqa: E402
+from sweeps.inputs import ensure_data, ensure_teacher  # noqa: E402
+from sweeps.results import print_results, promote_best, trial_rows  # noqa: E402
+from sweeps.settings import Sweep, read_sweep_file  # noqa: E402
+from sweeps.space import fixed_values, resolve_space, trial_config  # noqa: E402
+from sweeps.tuner import build_tuner, can_resume, restore_tuner  # noqa: E402
+
+SWEEPS_DIR = Path(__file__).resolve().parent
+CONFIGS_DIR = SWEEPS_DIR / "configs"
+DEFAULT_STORAGE = "./.superfan"
+
+
+def build_parser(kind: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"sweeps/{kind}.py", description=description)
+    p.add_argument(
+        "--config",
+        default=str(CONFIGS_DIR / "tiny.yaml"),
+        help="sweep YAML (base profile + sweep: + search:), default sweeps/configs/tiny.yaml",
+    )
+    p.add_argument("--samples", type=int, default=None, help="trials (sweep.samples)")
+    p.add_argument("--workers-per-trial", type=int, default=None, help="Ray Train workers per trial")
+    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: from the cluster)")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help="local directory or s3://bucket/prefix")
+    p.add_argument("--data", action="append", default=None, help="train shards: URL, brace pattern or manifest")
+    p.add_argument("--val", action="append", default=None, help="validation shards (the promotion metric)")
+    p.add_argument("--teacher", default=None, help="teacher FAN checkpoint (default: train/reuse one)")
+    p.add_argument("--name", default=None, help=f"sweep name (default {kind.replace('_', '-')}-<profile>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this name")
+    p.add_argument("--seed", type=int, default=None, help="searcher seed (sweep.seed)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs of every selected stage (sweep.epochs)")
+    p.add_argument("--multi-objective", action="store_true", help="Optuna on AUC and PSNR (Pareto TPE)")
+    p.add_argument("overrides", nargs="*", help="config overrides for every trial, e.g. data.batch_size=8")
+    return p
+
+
+def plan(kind: str, args: argparse.Namespace) -> Sweep:
+    """Resolve the sweep file, command line and data into a :class:`Sweep` (no Ray, no training)."""
+    sweep_file = read_sweep_file(args.config)
+    options = ("samples", "workers_per_trial", "max_concurrent", "seed", "epochs")
+    settings = sweep_file.sweep.with_options({name: getattr(args, name) for name in options})
+    if args.multi_objective:
+        settings.multi_objective = True
+    section = sweep_file.section(kind)
+    cfg = sweep_file.load_config(args.overrides)
+    if settings.workers_per_trial:
+        cfg.train.workers = settings.workers_per_trial
+    cfg.train.report_every_steps = 0  # one report per epoch: the curves and ASHA's rungs are per epoch
+    # Trials build their trainers in Ray actors that do not run in this directory: local paths must be
+    # absolute before they leave the driver (build_trainer would resolve them against the actor's).
+    if args.data:
+        cfg.data.train = [storage.absolute(u) for u in args.data]
+    if args.val:
+        cfg.data.val = [storage.absolute(u) for u in args.val]
+    if cfg.data.train and not cfg.data.val:
+        raise ConfigError("no validation data: pass --val URL (the promotion metric is validation AUC)")
+    stages = settings.stages or [s.name for s in cfg.stages if s.kind != "fan"]
+    unknown = sorted(set(settings.promote_stages or []) - set(stages))
+    if unknown:
+        raise ConfigError(f"{args.config}: sweep.promote_stages: {unknown} are not among the stages run {stages}")
+    stale = sorted(set(settings.epochs) - set(stages)) if isinstance(settings.epochs, dict) else []
+    if stale:  # a budget for a stage the profile no longer has would be ignored silently
+        raise ConfigError(f"{args.config}: sweep.epochs: names {stale}, which are not among the stages run {stages}")
+    for stage_name in stages:
+        stage = cfg.stage(stage_name)
+        epochs = settings.epochs.get(stage_name) if isinstance(settings.epochs, dict) else settings.epochs
+        if epochs:
+            stage.epochs = int(epochs)
+    fixed = fixed_values(section)
+    base = trial_config(cfg.to_dict(), fixed).to_dict() if fixed else cfg.to_dict()
+    specs = resolve_space(section, base, f"{args.config}: search.{kind}")
+    name = args.name or f"{kind.replace('_', '-')}-{cfg.profile}"
+    root = storage.absolute(args.storage)
+    return Sweep(
+        kind=kind,
+        name=name,
+        storage=root,
+        config=base,
+        space=specs,
+        settings=settings,
+        stages=stages,
+        teacher=storage.absolute(args.teacher) if args.teacher else None,
+        config_file=str(args.config),
+    )
+
+
+def main(kind: str, description: str, argv: list[str] | None = None) -> int:
+    """Entry point shared by the sweep scripts; user errors print one line and exit 2."""
+    args = build_parser(kind, description).parse_args(argv)
+    try:
+        return _main(kind, args, argv)
+    except UserError as err:
+        print(f"sweeps/{kind}.py: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (superfan.raysession): Ray is already shut down
+        print(f"sweeps/{kind}.py: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+
+
+def _main(kind: str, args: argparse.Namespace, argv: list[str] | None) -> int:
+    sweep = plan(kind, args)
+    embedded_default = not (argv if argv is not None else sys.argv[1:])
+    _preflight(sweep)
+    from superfan.raysession import ray_session
+
+    with ray_session():
+        return _run(kind, sweep, args, embedded_default)
+
+
+def _run(kind: str, sweep: Sweep, args: argparse.Namespace, embedded_default: bool) -> int:
+    state_url = storage.join(sweep.experiment_url, "sweep.json")
+    resuming = False
+    if can_resume(sweep):
+        if not (args.resume or embedded_default):
+            raise UserError(
+                f"sweep {sweep.name!r} already exists at {sweep.experiment_url}: pass --resume to "
+                "continue it, or --name for a new sweep"
+            )
+        if storage.exists(state_url):
+            sweep = Sweep.from_json(storage.read_text(state_url))  # the settings it started with
+        resuming = True
+    elif args.resume:
+        print(f"sweep {sweep.name}: nothing to resume at {sweep.experiment_url}; starting it", flush=True)
+    ensure_data(sweep)
+    teacher = ensure_teacher(sweep)
+    sweep.teacher = teacher
+    if not resuming:
+        storage.write_text(state_url, sweep.to_json())
+    tuner = restore_tuner(sweep, teacher) if resuming else build_tuner(sweep, teacher)
+    t0 = time.perf_counter()
+    results = tuner.fit()
+    rows, candidates = trial_rows(results, sweep)
+    print(
+        f"\nsweep {sweep.name}: {len(results)} trials in {time.perf_counter() - t0:.0f} s "
+        f"({sum(1 for r in rows if r['status'] == 'ERROR')} errored, "
+        f"{sum(1 for r in rows if r['status'] == 'DIVERGED')} diverged); experiment {sweep.experiment_url}"
+    )
+    print_results(rows, sweep)
+    champ = promote_best(candidates, sweep)
+    return 0 if champ is not None else 1
+
+
+def _preflight(sweep: Sweep) -> None:
+    """The user errors findable before Ray starts (storage, data, teacher), one line each."""
+    from superfan.config import from_dict
+    from superfan.train.trainer import preflight
+
+    cfg = from_dict(sweep.config, "sweep config")
+    if cfg.data.train:
+        preflight(cfg, teacher=sweep.teacher, storage_url=sweep.storage)
+    else:  # synthetic faces are packed under the storage once Ray is up
+        with storage.retry_window(5.0):
+            storage.check_writable(sweep.storage)
+            if sweep.teacher:
+                from superfan.checkpoint import require_file
+
+                require_file(sweep.teacher)
+
+
+def entry(kind: str, description: str) -> Callable[[list[str] | None], int]:
+    """``main`` bound to a sweep kind, for the thin scripts."""
+
+    def _run(argv: list[str] | None = None) -> int:
+        return main(kind, description, argv)
+
+    return _run
