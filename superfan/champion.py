@@ -24,6 +24,7 @@ This module imports neither torch nor Ray, so ``superfan pull`` stays quick.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -165,6 +166,76 @@ def _checkpoint_config(checkpoint: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _manifest_digests(urls: Sequence[str]) -> dict[str, str | None]:
+    """sha256 of each data set's ``manifest.json`` (which itself lists every shard's sha256)."""
+    out: dict[str, str | None] = {}
+    for url in urls:
+        murl = url if url.endswith(".json") else storage.join(url.rstrip("/"), "manifest.json")
+        try:
+            out[url] = hashlib.sha256(storage.read_bytes(murl)).hexdigest()
+        except StorageError:
+            out[url] = None  # a bare .tar pattern has no manifest; the URL is still recorded
+    return out
+
+
+def _versions_of(*names: str) -> dict[str, str | None]:
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def lineage(checkpoint: str) -> dict[str, Any]:
+    """What a reader needs to reproduce a checkpoint, from what is stored beside it: the data (sha256 of the
+    train and val manifests), the teacher (sha256 of its weights), seeds, the code and library versions, and
+    what the run cost (wall time and device-hours up to this checkpoint)."""
+    cfg = _checkpoint_config(checkpoint) or {}
+    summary: dict[str, Any] = {}
+    with contextlib.suppress(StorageError, ValueError):
+        summary = json.loads(storage.read_text(storage.join(checkpoint, "metrics.json")))
+    metrics = summary.get("metrics") or {}
+    data = cfg.get("data") or {}
+    return json_safe(
+        {
+            "train_manifests": _manifest_digests(list(data.get("train") or [])),
+            "val_manifests": _manifest_digests(list(data.get("val") or [])),
+            "teacher": summary.get("teacher"),
+            "teacher_sha256": summary.get("teacher_sha256"),
+            "seeds": {"train": (cfg.get("train") or {}).get("seed"), "data": data.get("seed")},
+            "code_version": code_version(),
+            "versions": _versions_of("superfan", "ray", "torch", "torchvision", "optuna", "webdataset"),
+            "cuda": _cuda_version(),
+            "created": summary.get("created"),
+            "wall_hours": metrics.get("wall_hours"),
+            "device_hours": metrics.get("device_hours"),
+            "device_kind": metrics.get("device_kind"),
+            "step": summary.get("step"),
+            "global_epoch": summary.get("global_epoch"),
+        },
+        nan_as_none=True,
+    )
+
+
+def _cuda_version() -> str | None:
+    """The CUDA runtime torch was built with, read from its package metadata (no torch import here)."""
+    import sys
+    from importlib import metadata
+
+    torch = sys.modules.get("torch")
+    if torch is not None:  # the sweep driver has it loaded: the exact runtime
+        return getattr(torch.version, "cuda", None)
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        for req in metadata.requires("torch") or []:
+            if req.startswith(("nvidia-cuda-runtime", "cuda-toolkit")):
+                return req.split(";")[0].strip()
+    return None
+
+
 # ---------------------------------------------------------------------------------------------- promote
 
 
@@ -220,6 +291,7 @@ def promote(
             "metrics": json_safe(dict(cand.metrics), nan_as_none=True),
             "params": json_safe(dict(cand.params), nan_as_none=True),
             "config": _checkpoint_config(cand.checkpoint),
+            "lineage": lineage(cand.checkpoint),
             "files": entries,
             **json_safe(dict(extra or {}), nan_as_none=True),
         }
@@ -353,7 +425,29 @@ def pull(url: str, directory: str | os.PathLike[str], *, quiet: bool = False) ->
         print(f"champion {manifest.get('name')}/{manifest.get('version')} (trial {manifest.get('trial_id')}) "
               f"verified: {len(manifest['files'])} files -> {dest}")  # fmt: skip
         print(metrics_table([manifest.get("metrics") or {}]))
+        print(lineage_text(manifest))
     return manifest
+
+
+def lineage_text(manifest: Mapping[str, Any]) -> str:
+    """The lineage block as a few readable lines (``superfan pull`` prints it)."""
+    lin = manifest.get("lineage") or {}
+    if not lin:
+        return "lineage: not recorded (champion promoted by an older version)"
+    cost = lin.get("device_hours")
+    kind = "GPU" if lin.get("device_kind") == "GPU" else "CPU core"
+    lines = [f"stage {manifest.get('stage')}, step {lin.get('step')}, global epoch {lin.get('global_epoch')}"]
+    for what in ("train_manifests", "val_manifests"):
+        for url, digest in (lin.get(what) or {}).items():
+            lines.append(f"{what.split('_')[0]} data {url} (manifest sha256 {str(digest)[:12]})")
+    lines.append(f"teacher {lin.get('teacher')} (weights sha256 {str(lin.get('teacher_sha256'))[:12]})")
+    versions = ", ".join(f"{k} {v}" for k, v in (lin.get("versions") or {}).items() if v)
+    lines.append(f"code {lin.get('code_version')}; {versions}; CUDA {lin.get('cuda') or '-'}")
+    if isinstance(cost, int | float):
+        wall = lin.get("wall_hours")
+        wall_s = f"{wall:.3f} h wall, " if isinstance(wall, int | float) else ""
+        lines.append(f"cost to this checkpoint: {wall_s}{cost:.3f} {kind}-hours; seeds {lin.get('seeds')}")
+    return "lineage:\n  " + "\n  ".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ table

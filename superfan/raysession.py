@@ -42,14 +42,32 @@ def _job_env() -> dict[str, str] | None:
     return env or None
 
 
+#: "1" brings Ray's own INFO logs back (``--verbose``); read by build_trainer for Train's LoggingConfig.
+VERBOSE_ENV = "SUPERFAN_VERBOSE"
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV) == "1"
+
+
 @contextlib.contextmanager
-def ray_session(**init_kwargs: Any) -> Iterator[bool]:
-    """Ray for the duration of the block; yields True when attached to an existing cluster."""
+def ray_session(*, verbose_logs: bool = False, **init_kwargs: Any) -> Iterator[bool]:
+    """Ray for the duration of the block; yields True when attached to an existing cluster.
+
+    Quiet by default: Ray Train's per-report INFO lines (every ``TrainingReport`` dict) are off through
+    ``ray.train.LoggingConfig`` (see :func:`superfan.train.trainer.build_trainer`), and deprecation
+    warnings inside Ray's own actors are ignored (``PYTHONWARNINGS``, inherited by every Ray process of an
+    embedded cluster). Our epoch lines, warnings that concern the user and Tune's status stay.
+    ``verbose_logs`` (``--verbose``) brings everything back.
+    """
     import ray
 
     from superfan.logs import show_warnings
 
     show_warnings()
+    os.environ[VERBOSE_ENV] = "1" if verbose_logs else os.environ.get(VERBOSE_ENV, "0")
+    if not verbose():
+        os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
     main = threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread
     previous = signal.getsignal(signal.SIGTERM)
     attached = bool(os.environ.get("RAY_ADDRESS"))

@@ -103,6 +103,14 @@ def test_sweep_on_s3_promotes_a_verified_champion(s3_env: dict[str, str], sweep_
     for key in ("val_auc_balanced", "val_auc_0_30", "val_auc_30_60", "val_auc_60_90", "val_psnr", "val_ssim"):
         assert isinstance(manifest["metrics"][key], float)
     assert manifest["config"]["profile"] == "tiny" and manifest["source"].startswith(f"{store}/trials/s3-sweep/")
+    # Lineage: what a reader needs to reproduce the champion, and what it cost.
+    lin = manifest["lineage"]
+    (train_digest,) = lin["train_manifests"].values()
+    assert len(train_digest) == 64 and len(next(iter(lin["val_manifests"].values()))) == 64
+    assert len(lin["teacher_sha256"]) == 64 and lin["teacher"].startswith(f"{store}/runs/teacher-")
+    assert lin["versions"]["ray"] == "2.60.0" and lin["versions"]["torch"].startswith("2.14")
+    assert lin["device_kind"] == "CPU" and lin["device_hours"] > 0 and lin["wall_hours"] > 0
+    assert manifest["stage"] == "heatmap" and lin["seeds"]["train"] == 0
     payload = load_checkpoint(tmp_path / "champion")
     assert payload["stage_kind"] == "heatmap" and payload["generator"] is not None
 

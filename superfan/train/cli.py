@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--name", default=None, help="run name (re-using a name resumes that run)")
         p.add_argument("--workers", type=int, default=None, help="Ray Train workers (train.workers)")
         p.add_argument("--init", default=None, help="checkpoint to start from (continues it if its stage is run)")
+        p.add_argument("--verbose", action="store_true", help="show Ray's own logs too")
         p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.batch_size=32")
     fan.add_argument("--epochs", type=int, default=None, help="epochs of the teacher stage")
     sr.add_argument("--teacher", default=None, help="teacher FAN checkpoint (from `superfan train fan`)")
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     from superfan.raysession import ray_session
 
-    with ray_session():
+    with ray_session(verbose_logs=args.verbose):
         trainer = build_trainer(
             cfg,
             name=name,

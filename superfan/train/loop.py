@@ -208,6 +208,12 @@ def run_training(
                 epoch0, restore_state = int(start["epoch"]), start
 
     resumed_from_step = global_step
+    # Cost: device-hours of the whole run so far (GPU-hours on CUDA, CPU core-hours otherwise), all ranks,
+    # wall time between reports, validation included; a resumed run continues its checkpoint's count.
+    per_rank = cfg.train.gpus_per_worker if device.type == "cuda" else cfg.train.cpus_per_worker
+    done = (resume or {}).get("metrics") or {}
+    device_hours, wall_hours = float(done.get("device_hours") or 0.0), float(done.get("wall_hours") or 0.0)
+    clock = time.perf_counter()
     perceptual_pretrained = bool(getattr(nets.perceptual, "pretrained", False)) if nets.perceptual else False
     perceptual_weights = getattr(nets.perceptual, "weights_source", None) if nets.perceptual else None
     spe = batches_per_epoch(cfg, world_size)
@@ -277,6 +283,12 @@ def run_training(
                 metrics["skipped_samples"] = skipped
                 metrics["perceptual_pretrained"] = perceptual_pretrained
                 metrics["resumed_from_step"] = resumed_from_step
+                now = time.perf_counter()
+                device_hours += (now - clock) * per_rank * world_size / 3600.0
+                wall_hours += (now - clock) / 3600.0
+                clock = now
+                metrics["device_hours"], metrics["wall_hours"] = device_hours, wall_hours
+                metrics["device_kind"] = "GPU" if device.type == "cuda" else "CPU"
                 if rank == 0:  # not print(): Train V2 patches it into its logger, which shows each line twice
                     sys.stdout.write(epoch_line(metrics, stage.epochs) + "\n")
                     sys.stdout.flush()

@@ -36,6 +36,7 @@ FORWARD_ENV = (
     "RAY_TRAIN_V2_ENABLED",
     "RAY_TRAIN_ENABLE_STATE_TRACKING",
     "RAY_USAGE_STATS_ENABLED",
+    "SUPERFAN_VERBOSE",
 )
 
 
@@ -155,6 +156,7 @@ def build_trainer(
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from superfan.raysession import verbose
     from superfan.train.loop import check_same_teacher, load_teacher, train_loop_per_worker
     from superfan.train.stages import NEEDS_TEACHER
 
@@ -205,6 +207,8 @@ def build_trainer(
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
             callbacks=list(callbacks or []),
+            # Quiet unless --verbose: Train's INFO lines print every report's whole metrics dict.
+            logging_config=ray.train.LoggingConfig(log_level="INFO" if verbose() else "WARNING"),
             worker_runtime_env={"env_vars": env} if env else None,
         ),
     )
