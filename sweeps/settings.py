@@ -60,6 +60,8 @@ class SweepSettings(_Strict):
     #: Super-FAN checkpoint, not an earlier stage's that happened to score higher on a small val set)
     promote_stages: list[str] | None = None
     trial_memory_gb: float = Field(0.25, ge=0)  #: what the (CPU-less) trial actor reserves
+    #: stop starting new trials once the trials' device-hours add up to this (sweeps/budget.py)
+    budget_hours: float | None = Field(None, gt=0)
     seed: int = 0
     synthetic_train: int = Field(512, ge=1)
     synthetic_val: int = Field(128, ge=1)

@@ -95,6 +95,14 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
+def _budgeted(searcher: Any, hours: float | None) -> Any:
+    if not hours:
+        return searcher
+    from sweeps.budget import BudgetLimiter
+
+    return BudgetLimiter(searcher, hours)
+
+
 def build_tuner(sweep: Sweep, teacher: str) -> Any:
     """The ``Tuner``: Optuna TPE (config values first) under a concurrency limit, ASHA on the metric."""
     from ray import tune
@@ -131,7 +139,7 @@ def build_tuner(sweep: Sweep, teacher: str) -> Any:
         mode=s.mode,
         time_attr=TIME_ATTR,
         max_t=sweep.total_epochs + 1,
-        grace_period=s.grace_period,
+        grace_period=min(s.grace_period, sweep.total_epochs),  # a sweep shortened by --epochs keeps working
         reduction_factor=s.reduction_factor,
     )
     path, fs = storage_location(storage.join(sweep.storage, "sweeps"))
@@ -145,7 +153,7 @@ def build_tuner(sweep: Sweep, teacher: str) -> Any:
         _trainable(sweep, teacher),
         param_space=tune_space(sweep.space),
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=limit),
+            search_alg=_budgeted(ConcurrencyLimiter(searcher, max_concurrent=limit), s.budget_hours),
             scheduler=scheduler,
             num_samples=s.samples,
             trial_dirname_creator=trial_dirname,
