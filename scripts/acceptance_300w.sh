@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# The issue-4 acceptance chain on real faces, as a user would type it: pack ../shared/data/faces-300w into a
-# train/val split by a stable hash of each face's key, train the teacher FAN, train the Super-FAN stages,
-# and evaluate (Tables 1 and 2, CED curves, sample grid) -- the `tiny` profile on the CPU.
+# The acceptance chain on real faces, as a user would type it: pack ../shared/data/faces-300w into a
+# train/val split by a stable hash of each face's key, train the teacher FAN, train every Table 1/2 variant
+# of section 5 (Ours-pixel, Ours-pixel-feature, Ours-pixel-feature-heatmap, Ours-pixel-feature-heatmap-GAN,
+# Super-FAN) and evaluate them all on the validation faces (Tables 1 and 2, CED curves, sample grid) --
+# the `tiny` profile on the CPU.
 #
-#   scripts/acceptance_300w.sh [FACES_300W_DIR] [OUT_DIR]      (defaults: ../shared/data/faces-300w out/acceptance)
+#   scripts/acceptance_300w.sh [FACES_300W_DIR] [OUT_DIR] [PROFILE]
+#       (defaults: ../shared/data/faces-300w out/acceptance tiny)
 #
-# Prints the wall time of each step; the tables land in OUT_DIR/eval/table1.md and table2.md.
+# The profile's stages form one chain (pixel -> feature -> heatmap -> gan -> end2end, each starting from the
+# one before), trained as one Train run with train.keep_checkpoints=null, so Ray keeps every epoch's
+# checkpoint (the profile's 2 would delete the earlier variants'); each variant is its stage's last one. Prints the wall time of each step; the tables land in OUT_DIR/eval/table1.md and table2.md.
 set -euo pipefail
 DATA=${1:-../shared/data/faces-300w}
 OUT=${2:-out/acceptance}
+PROFILE=${3:-tiny}
 PATH="$(pwd)/.venv/bin:$PATH"
 export RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1
 
@@ -16,7 +22,12 @@ export RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1
 rm -rf "$OUT" && mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 start=$(date +%s)
-step() { echo "== $1 ($(( $(date +%s) - start )) s)"; }
+last=$start
+step() {
+  local now; now=$(date +%s)
+  echo "== $1 (at $(( now - start )) s; previous step $(( now - last )) s)"
+  last=$now
+}
 
 step "pack train (hash 0-0.8) and val (hash 0.8-1)"
 python -m shards pack 300w "$DATA" "$OUT/shards/train" --split train --hash-range 0:0.8 --workers 2 --quiet
@@ -24,15 +35,27 @@ python -m shards pack 300w "$DATA" "$OUT/shards/val" --split val --hash-range 0.
 TRAIN="$OUT/shards/train/manifest.json" VAL="$OUT/shards/val/manifest.json"
 
 step "teacher FAN"
-superfan train fan --config tiny --data "$TRAIN" --val "$VAL" --storage "$OUT/runs" --name teacher \
+superfan train fan --config "$PROFILE" --data "$TRAIN" --val "$VAL" --storage "$OUT/runs" --name teacher \
   | tee "$OUT/teacher.log"
 TEACHER=$(sed -n 's/^checkpoint: //p' "$OUT/teacher.log" | tail -1)
+[ -n "$TEACHER" ] || { echo "acceptance: the teacher run printed no checkpoint" >&2; exit 1; }
 
-step "Super-FAN stages (heatmap -> gan -> end2end)"
-superfan train superfan --config tiny --data "$TRAIN" --val "$VAL" --storage "$OUT/runs" --name superfan \
-  --teacher "$TEACHER" | tee "$OUT/superfan.log"
-SUPERFAN=$(sed -n 's/^checkpoint: //p' "$OUT/superfan.log" | tail -1)
+step "Super-FAN stages (one chain, one checkpoint kept per epoch)"
+superfan train superfan --config "$PROFILE" --data "$TRAIN" --val "$VAL" --storage "$OUT/runs" --name superfan \
+  --teacher "$TEACHER" train.keep_checkpoints=null | tee "$OUT/superfan.log"
+# The last checkpoint of each stage (checkpoint_<global epoch>_<stage>), in the profile's order, and the
+# wall time of each stage from their write times.
+CKPTS=()
+prev=$(stat -c %Y "$OUT/teacher.log")
+for STAGE in $(python -c "from superfan.config import load_config as l; print(*[s.name for s in l('$PROFILE').stages if s.kind != 'fan'])"); do
+  CKPT=$(ls -d "$OUT/runs/superfan/checkpoint_"*"_$STAGE" 2>/dev/null | sort | tail -1)
+  [ -n "$CKPT" ] || { echo "acceptance: no checkpoint of stage $STAGE" >&2; exit 1; }
+  t=$(stat -c %Y "$CKPT")
+  echo "   stage $STAGE: $(basename "$CKPT"), ~$(( t - prev )) s"
+  prev=$t
+  CKPTS+=("$CKPT")
+done
 
 step "evaluate on the validation faces"
-superfan evaluate --data "$VAL" --fan "$TEACHER" "$SUPERFAN" --out "$OUT/eval" --no-progress
+superfan evaluate --data "$VAL" --fan "$TEACHER" "${CKPTS[@]}" --out "$OUT/eval" --no-progress
 step "done"

@@ -64,7 +64,7 @@ stages:
   - {name: teacher, kind: fan, epochs: 1, lr_start: 1.0e-3, lr_end: 1.0e-4}
   - {name: heatmap, kind: heatmap, epochs: 2, lr_start: 1.0e-3, lr_end: 1.0e-4}
 data: {batch_size: 4, samples_per_epoch: 16, val_samples: 16, num_workers: 0, shuffle_buffer: 16}
-train: {max_failures: 0}
+train: {max_failures: 0, cpus_per_worker: 1}   # trials side by side on 2 cores
 sweep: {samples: 2, synthetic_train: 32, synthetic_val: 16, grace_period: 2}
 search:
   loss_weights:
