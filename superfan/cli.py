@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("superfan.evaluate_cli", "re-render tables and figures from an evaluation JSON"),
     "enhance": ("superfan.infer_cli", "super-resolve faces and find 68 landmarks with a champion"),
     "pull": ("superfan.champion", "download and verify a promoted champion checkpoint"),
+    "sweep": ("superfan.sweep_report.cli", "sweep report EXPERIMENT_URL: a sweep's trials, figures and champion"),
     "bench": ("superfan.bench", "measure speed and memory: models | data | train | enhance"),
     "config": ("superfan.config_cli", "print a resolved config profile as YAML"),
 }

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 # Train V2 inside Tune, Train runs visible in the dashboard, no usage reporting. Set before Ray is
 # imported anywhere in this process: the in-process cluster and all its workers inherit them.
@@ -22,7 +23,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 from superfan import storage  # noqa: E402
 from superfan.errors import ConfigError, UserError  # noqa: E402
 from sweeps.inputs import ensure_data, ensure_teacher  # noqa: E402
-from sweeps.results import print_results, promote_best, trial_rows  # noqa: E402
+from sweeps.results import print_results, promote_best, trial_rows, write_report  # noqa: E402
 from sweeps.settings import Sweep, read_sweep_file  # noqa: E402
 from sweeps.space import fixed_values, resolve_space, trial_config  # noqa: E402
 from sweeps.tuner import build_tuner, can_resume, restore_tuner  # noqa: E402
@@ -48,6 +49,9 @@ def build_parser(kind: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--teacher", default=None, help="teacher FAN checkpoint (default: train/reuse one)")
     p.add_argument("--name", default=None, help=f"sweep name (default {kind.replace('_', '-')}-<profile>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this name")
+    p.add_argument("--verbose", action="store_true", help="show Ray's own logs too (quiet by default)")
+    p.add_argument("--budget-hours", type=float, default=None, metavar="H",
+                   help="start no new trial once the sweep has spent H device-hours (sweep.budget_hours)")  # fmt: skip
     p.add_argument("--seed", type=int, default=None, help="searcher seed (sweep.seed)")
     p.add_argument("--epochs", type=int, default=None, help="epochs of every selected stage (sweep.epochs)")
     p.add_argument("--multi-objective", action="store_true", help="Optuna on AUC and PSNR (Pareto TPE)")
@@ -58,7 +62,7 @@ def build_parser(kind: str, description: str) -> argparse.ArgumentParser:
 def plan(kind: str, args: argparse.Namespace) -> Sweep:
     """Resolve the sweep file, command line and data into a :class:`Sweep` (no Ray, no training)."""
     sweep_file = read_sweep_file(args.config)
-    options = ("samples", "workers_per_trial", "max_concurrent", "seed", "epochs")
+    options = ("samples", "workers_per_trial", "max_concurrent", "seed", "epochs", "budget_hours")
     settings = sweep_file.sweep.with_options({name: getattr(args, name) for name in options})
     if args.multi_objective:
         settings.multi_objective = True
@@ -124,7 +128,7 @@ def _main(kind: str, args: argparse.Namespace, argv: list[str] | None) -> int:
     _preflight(sweep)
     from superfan.raysession import ray_session
 
-    with ray_session():
+    with ray_session(verbose_logs=args.verbose):
         return _run(kind, sweep, args, embedded_default)
 
 
@@ -157,8 +161,24 @@ def _run(kind: str, sweep: Sweep, args: argparse.Namespace, embedded_default: bo
         f"{sum(1 for r in rows if r['status'] == 'DIVERGED')} diverged); experiment {sweep.experiment_url}"
     )
     print_results(rows, sweep)
+    _print_cost(results, sweep)
     champ = promote_best(candidates, sweep)
+    write_report(sweep)
     return 0 if champ is not None else 1
+
+
+def _print_cost(results: Any, sweep: Sweep) -> None:
+    """Per trial and total device-hours (GPU-hours on GPUs, CPU core-hours otherwise), and the budget."""
+    spent = {str((r.metrics or {}).get("trial_id")): (r.metrics or {}).get("device_hours") for r in results}
+    spent = {t: float(h) for t, h in spent.items() if isinstance(h, int | float)}
+    kinds = {(r.metrics or {}).get("device_kind") for r in results} - {None}
+    unit = "GPU-hours" if kinds == {"GPU"} else "CPU core-hours" if kinds == {"CPU"} else "device-hours"
+    per = ", ".join(f"{t} {h:.3f}" for t, h in sorted(spent.items()))
+    budget, total = sweep.settings.budget_hours, sum(spent.values())
+    note = ""
+    if budget:
+        note = f" of a {budget:g} h budget" + (" (reached: no new trials started)" if total >= budget else "")
+    print(f"cost: {total:.3f} {unit}{note} ({per})", flush=True)
 
 
 def _preflight(sweep: Sweep) -> None:

@@ -2,7 +2,9 @@
 
 Every checkpointed report of a promotable stage (``sweep.promote_stages``, default the last stage run) is
 a candidate; the best by the sweep's metric is promoted to ``<storage>/champions/<name>/``
-(:mod:`superfan.champion`). A trial that reported ``diverged`` is ``DIVERGED`` in its row.
+(:mod:`superfan.champion`). A trial that reported ``diverged`` is ``DIVERGED`` in its row, one that ASHA
+ended before its last epoch ``STOPPED (ASHA)``. The rows are the sweep report's
+(:mod:`superfan.sweep_report`), which also reads them back from storage; :func:`write_report` writes it.
 """
 
 from __future__ import annotations
@@ -11,31 +13,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+from superfan.sweep_report.trials import REPORT_KEYS, short_name, table_row, trial_status
 from sweeps.settings import Sweep
 from sweeps.space import decode
 
-#: Reported keys shown in the results table and written into the champion's manifest.
-REPORT_KEYS = (
-    "val_auc_balanced",
-    "val_auc_0_30",
-    "val_auc_30_60",
-    "val_auc_60_90",
-    "val_nme",
-    "val_psnr",
-    "val_ssim",
-    "global_epoch",
-    "stage",
-)
-
-
-def _short(key: str) -> str:
-    parts = key.split(".")
-    return ".".join(parts[-2:]) if len(parts) > 1 else key
-
 
 def trial_rows(results: Any, sweep: Sweep) -> tuple[list[dict[str, Any]], list[Any]]:
-    """Per trial: its best report (by the metric) for the table; and every checkpointed report as a
-    promotion candidate."""
+    """Per trial: its row of the table (:func:`superfan.sweep_report.table_row`, the one the sweep report
+    shows: best report by the metric); and every checkpointed report as a promotion candidate."""
     from superfan.champion import Candidate
     from superfan.train.trainer import checkpoint_url
 
@@ -47,36 +32,26 @@ def trial_rows(results: Any, sweep: Sweep) -> tuple[list[dict[str, Any]], list[A
         cfg = dict(result.config or {})
         trial_id = (result.metrics or {}).get("trial_id") or Path(str(result.path)).name
         records = [] if df is None else df.to_dict("records")
-        status = "ERROR" if result.error else "TERMINATED"
-        if any(rec.get("diverged") is True for rec in records):
-            status = "DIVERGED"
-        row: dict[str, Any] = {"trial": trial_id, "status": status, "reports": 0}
-        row.update({_short(k): decode(cfg[k]) for k in sweep.space if k in cfg})
-        row["reports"] = len(records)
-        best = None
+        status = trial_status(records, "ERROR" if result.error else "TERMINATED", sweep.total_epochs)
+        params = {k: decode(cfg[k]) for k in sweep.space if k in cfg}
+        rows.append(table_row(str(trial_id), status, records, params, list(sweep.space), metric, mode))
         for rec in records:
-            value = rec.get(metric)
-            if not isinstance(value, int | float) or not math.isfinite(value):
-                continue
-            if best is None or (value > best[metric] if mode == "max" else value < best[metric]):
-                best = rec
             ckpt = rec.get("checkpoint_path")
-            if isinstance(ckpt, str) and ckpt and rec.get("stage") in promotable:
-                params = {k: cfg[k] for k in sweep.space if k in cfg}
+            value = rec.get(metric)
+            finite = isinstance(value, int | float) and math.isfinite(value)
+            if finite and isinstance(ckpt, str) and ckpt and rec.get("stage") in promotable:
                 metrics = {k: rec.get(k) for k in REPORT_KEYS if k in rec}
                 metrics["training_iteration"] = rec.get("training_iteration")
-                candidates.append(Candidate(checkpoint_url(ckpt, sweep.storage), metrics, str(trial_id), params))
-        if best is not None:
-            row.update({k: best.get(k) for k in REPORT_KEYS if k in best})
-        rows.append(row)
+                cand_params = {k: cfg[k] for k in sweep.space if k in cfg}
+                candidates.append(Candidate(checkpoint_url(ckpt, sweep.storage), metrics, str(trial_id), cand_params))
     return rows, candidates
 
 
 def print_results(rows: list[dict[str, Any]], sweep: Sweep) -> None:
     from superfan.champion import metrics_table
 
-    first = [("trial", "trial"), ("status", "status"), ("reports", "epochs")]
-    first += [(_short(k), _short(k)) for k in sweep.space]
+    first = [("trial", "trial"), ("status", "status"), ("epochs", "epochs")]
+    first += [(short_name(k), short_name(k)) for k in sweep.space]
     print(f"\nsweep {sweep.name}: best report of each trial (by {sweep.settings.metric})")
     print(metrics_table(rows, first=first))
 
@@ -110,3 +85,18 @@ def promote_best(candidates: list[Any], sweep: Sweep) -> Any:
     print(f"  trial {m['trial_id']}, epoch {m['metrics'].get('global_epoch')}, source {m['source']}")
     print(metrics_table([m["metrics"]]))
     return champ
+
+
+def write_report(sweep: Sweep) -> str | None:
+    """The sweep report (``<experiment>/report/``, :mod:`superfan.sweep_report`); its report.md URL. A report
+    that fails does not fail the sweep: it says why and how to rerun it (``superfan sweep report``)."""
+    from superfan.errors import UserError
+    from superfan.sweep_report import write_report as write
+
+    try:
+        report = write(sweep.experiment_url)
+    except (UserError, OSError, ValueError, RuntimeError) as err:
+        print(f"\nsweep report failed ({err}); rerun: superfan sweep report {sweep.experiment_url}", flush=True)
+        return None
+    print(f"\nreport: {report.markdown} (written in {report.seconds:.0f} s; figures beside it)", flush=True)
+    return report.markdown

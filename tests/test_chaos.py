@@ -104,7 +104,7 @@ def test_sweep_survives_a_20s_object_store_outage(
                 pack(PackOptions(format="synthetic", src=str(n), dest=f"s3://superfan/chaos/{split}", split=split,
                                  workers=1, progress=False))  # fmt: skip
         store = "s3://superfan/chaos/store"
-        args = ["--config", str(sweep_yaml), "--storage", store, "--name", "outage", "--max-concurrent", "1",
+        args = ["--config", str(sweep_yaml), "--storage", store, "--name", "outage", "--samples", "1",
                 "--epochs", "3", "--data", "s3://superfan/chaos/train", "--val", "s3://superfan/chaos/val",
                 "--teacher", local_inputs["teacher"]]  # fmt: skip
         outage: dict[str, float] = {}
@@ -125,9 +125,13 @@ def test_sweep_survives_a_20s_object_store_outage(
         thread = threading.Thread(target=inject, daemon=True)
         thread.start()
         out = _sweep(args, env, tmp_path / "outage.log", timeout=600)
+        ended = time.monotonic()
         thread.join(timeout=120)
         assert outage.get("up", 0) - outage.get("down", 0) >= 20, outage
-        assert "champion:" in out and ("retry" in out or "Retry" in out or "retries" in out), out[-3000:]
+        assert outage["up"] < ended, "the outage did not happen while the sweep ran"
+        # Which layer rode it out depends on what was in flight: our storage calls log each retry as one
+        # warning line; Ray's checkpoint and experiment-state writes retry inside pyarrow, silently.
+        assert "champion:" in out and "1 trials" in out and "0 errored" in out, out[-3000:]
         with contextlib.ExitStack() as stack:
             for k, v in server.env().items():
                 stack.enter_context(_setenv(k, v))
@@ -157,7 +161,8 @@ def test_driver_killed_during_promotion_then_resumed(
 
     store = tmp_path / "store"
     marker = tmp_path / "killed-in-promotion"
-    args = ["--config", str(sweep_yaml), "--storage", str(store), "--name", "promo", "--data", local_inputs["train"],
+    args = ["--config", str(sweep_yaml), "--storage", str(store), "--name", "promo", "--samples", "1",
+            "--data", local_inputs["train"],
             "--val", local_inputs["val"], "--teacher", local_inputs["teacher"]]  # fmt: skip
     env = _env(SUPERFAN_DEBUG_FAULTS=json.dumps({"kill_in_promotion": str(marker)}))
     log = tmp_path / "first.log"

@@ -337,6 +337,9 @@ def test_asha_counts_epochs_across_a_train_restart(
     assert epochs == [1, 1, 2, 3], epochs  # epoch 1 twice: the restart re-reported it
     assert rows[-1]["training_iteration"] == 4 and rows[-1]["global_epoch"] == 3
     assert rows[-1].get("checkpoint_path"), "the last epoch's checkpoint was not registered"
+    # TensorBoard: every trial's epoch metrics as events under the sweep (tensorboard --logdir <storage>/sweeps/<name>).
+    (events,) = (store / "sweeps" / "restart").glob("*/events.out.tfevents.*")
+    assert b"ray/tune/val_auc_balanced" in events.read_bytes() and b"ray/tune/device_hours" in events.read_bytes()
     assert "champion:" in out
 
 
@@ -358,3 +361,21 @@ def test_a_diverging_trial_ends_once_and_another_is_promoted(
     assert math.isnan(diverged[0][0]["val_auc_balanced"])
     manifest = json.loads((store / "champions" / "nan" / "v0001" / "manifest.json").read_text())
     assert manifest["trial_id"] != diverged[0][0]["trial_id"]
+
+
+def test_multi_objective_sweep_stops_at_its_budget(
+    local_inputs: dict[str, str], sweep_yaml: Path, tmp_path: Path
+) -> None:
+    """--multi-objective (AUC and PSNR through Optuna's Pareto TPE) end to end, and --budget-hours: with a
+    budget smaller than one epoch's cost, the first trial runs to the end and no other trial starts."""
+    store = tmp_path / "store"
+    out = _sweep(["--config", str(sweep_yaml), "--storage", str(store), "--name", "mo", "--samples", "3",
+                  "--max-concurrent", "1", "--multi-objective", "--budget-hours", "0.000001",
+                  "--data", local_inputs["train"], "--val", local_inputs["val"], "--teacher", local_inputs["teacher"]],
+                 _env(), tmp_path / "mo.log")  # fmt: skip
+    trials = _experiment_trials(store / "sweeps" / "mo")
+    assert len(trials) == 1 and set(trials.values()) == {"TERMINATED"}, trials
+    assert "no new trials" in out and "(reached: no new trials started)" in out
+    assert "CPU core-hours" in out and "champion:" in out
+    settings = json.loads((store / "sweeps" / "mo" / "sweep.json").read_text())["settings"]
+    assert settings["multi_objective"] is True and settings["budget_hours"] == 0.000001
