@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -389,7 +390,7 @@ def _metrics(
 
 
 def _maybe_crash(debug: dict[str, Any], global_step: int, rank: int, world_size: int) -> None:
-    """Test hook: kill the last rank once at ``debug.crash_at_step`` (a marker file = first attempt only)."""
+    """Test hook: SIGKILL the last rank once at ``debug.crash_at_step`` (a marker file = first attempt only)."""
     at, marker = debug.get("crash_at_step"), debug.get("crash_marker")
     if at is None or marker is None or global_step != int(at) or rank != world_size - 1:
         return
@@ -402,7 +403,7 @@ def _maybe_crash(debug: dict[str, Any], global_step: int, rank: int, world_size:
     except Exception:  # noqa: BLE001 - outside a Train worker (unit tests) there is nothing to wait for
         pass
     Path(marker).write_text(f"crashed at step {global_step}\n")
-    os._exit(17)
+    os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer or a lost node does: no cleanup at all
 
 
 # ---------------------------------------------------------------------------------------------- Ray
