@@ -673,7 +673,110 @@ def pyarrow_fs(url: str | os.PathLike[str]) -> tuple[Any, str]:
         kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=_arrow_attempts(retry_seconds()))
         kwargs["connect_timeout"] = 5.0
         bucket, key = split_s3(url)
-        return pafs.S3FileSystem(**kwargs), f"{bucket}/{key}".rstrip("/")
+        return pafs.PyFileSystem(RetryingArrowFS(pafs.S3FileSystem(**kwargs))), f"{bucket}/{key}".rstrip("/")
     path = Path(absolute(url))
     path.mkdir(parents=True, exist_ok=True)
     return pafs.LocalFileSystem(), str(path)
+
+
+# ------------------------------------------------------------------------------ Ray's filesystem, retried
+
+#: Words of the AWS C++ SDK (through pyarrow) for a failure worth retrying: the endpoint is down or busy.
+_ARROW_TRANSIENT = (
+    "NETWORK_CONNECTION", "Could not connect", "curlCode", "Connection refused", "timed out", "Timeout",
+    "SlowDown", "Service Unavailable", "InternalError", "503", "500", "502", "504",
+)  # fmt: skip
+
+
+def _arrow_call(what: str, fn: Callable[[], T]) -> T:
+    """``fn()`` with our retry window around it: the SDK's own retry strategy gives up on a refused
+    connection at once ("Failed to connect ... after 0 ms"), and then Ray Train's controller dies on its
+    next checkpoint-state write. Not-found and permission errors pass through untouched."""
+    retry: _Retry | None = None
+    while True:
+        try:
+            return fn()
+        except OSError as err:
+            if not any(word in str(err) for word in _ARROW_TRANSIENT):
+                raise
+            retry = retry or _Retry(f"s3://{what}")
+            now = time.monotonic()
+            if retry.deadline is not None and now >= retry.deadline:
+                raise
+            if retry.deadline is None:
+                retry.deadline = now + retry.window
+            retry.attempts += 1
+            delay = min(_BACKOFF_MAX, _BACKOFF_BASE * 2 ** (retry.attempts - 1)) * random.uniform(0.5, 1.0)
+            _count("retries")
+            log.warning("s3://%s: %s; retry %d in %.1fs", what, _one_line(str(err)), retry.attempts, delay)
+            time.sleep(min(delay, max(0.0, retry.deadline - now)))
+
+
+def _handler_base() -> type:
+    import pyarrow.fs as pafs
+
+    return pafs.FileSystemHandler
+
+
+class RetryingArrowFS(_handler_base()):  # type: ignore[misc]
+    """A ``pyarrow.fs.FileSystemHandler`` around ``S3FileSystem`` that rides out an object-store outage of up
+    to ``SUPERFAN_S3_RETRY_SECONDS`` (what Ray Train and Tune write checkpoints and state through)."""
+
+    def __init__(self, fs: Any) -> None:
+        self.fs = fs
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RetryingArrowFS) and self.fs.equals(other.fs)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, tuple[Any]]:
+        return (RetryingArrowFS, (self.fs,))
+
+    def get_type_name(self) -> str:
+        return "superfan-retrying-" + self.fs.type_name
+
+    def normalize_path(self, path: str) -> str:
+        return self.fs.normalize_path(path)
+
+    def get_file_info(self, paths: list[str]) -> Any:
+        return _arrow_call(paths[0] if paths else "", lambda: self.fs.get_file_info(paths))
+
+    def get_file_info_selector(self, selector: Any) -> Any:
+        return _arrow_call(selector.base_dir, lambda: self.fs.get_file_info(selector))
+
+    def create_dir(self, path: str, recursive: bool) -> None:
+        _arrow_call(path, lambda: self.fs.create_dir(path, recursive=recursive))
+
+    def delete_dir(self, path: str) -> None:
+        _arrow_call(path, lambda: self.fs.delete_dir(path))
+
+    def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
+        _arrow_call(path, lambda: self.fs.delete_dir_contents(path, missing_dir_ok=missing_dir_ok))
+
+    def delete_root_dir_contents(self) -> None:
+        _arrow_call("/", lambda: self.fs.delete_dir_contents("/", accept_root_dir=True))
+
+    def delete_file(self, path: str) -> None:
+        _arrow_call(path, lambda: self.fs.delete_file(path))
+
+    def move(self, src: str, dest: str) -> None:
+        _arrow_call(src, lambda: self.fs.move(src, dest))
+
+    def copy_file(self, src: str, dest: str) -> None:
+        _arrow_call(src, lambda: self.fs.copy_file(src, dest))
+
+    def open_input_stream(self, path: str) -> Any:
+        return _arrow_call(path, lambda: self.fs.open_input_stream(path))
+
+    def open_input_file(self, path: str) -> Any:
+        return _arrow_call(path, lambda: self.fs.open_input_file(path))
+
+    def open_output_stream(self, path: str, metadata: Any) -> Any:
+        return _arrow_call(path, lambda: self.fs.open_output_stream(path, metadata=metadata))
+
+    def open_append_stream(self, path: str, metadata: Any) -> Any:
+        return _arrow_call(path, lambda: self.fs.open_append_stream(path, metadata=metadata))

@@ -109,13 +109,24 @@ def _write_shards(tmp: Path, url: str, split: str, n: int, seed: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
+def ray_local(s3_server: object) -> Iterator[None]:
+    """Ray started in an environment that holds the S3 credentials, as on a real node: workers read them
+    from their own environment (they never travel in runtime_env)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
-    yield
-    ray.shutdown()
+    saved = {k: os.environ.get(k) for k in s3_server.env()}  # type: ignore[attr-defined]
+    os.environ.update(s3_server.env())  # type: ignore[attr-defined]
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+        yield
+    finally:
+        ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def test_two_worker_run_on_s3_survives_a_killed_worker_and_resumes(
