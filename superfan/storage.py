@@ -315,26 +315,31 @@ class _Retry:
         root = _root_cause(err)
         if not _transient(err):
             raise _s3_error(self.url, root) from None
+        if not self.backoff(doing + _one_line(str(_s3_error("", root)).removeprefix(": "))):
+            _count("gave_up")
+            msg = str(_s3_error(self.url, root))
+            raise StorageError(
+                f"{msg}; gave up after {self.attempts} attempts over {time.monotonic() - self.started:.0f}s "
+                f"({RETRY_SECONDS_ENV}={self.window:g})"
+            ) from None
+
+    def backoff(self, reason: str) -> bool:
+        """One more attempt: log ``reason`` once and sleep, or False when the window is spent."""
         now = time.monotonic()
         if self.deadline is None:
             self.deadline = now + self.window
         self.attempts += 1
         if now >= self.deadline:
-            _count("gave_up")
-            msg = str(_s3_error(self.url, root))
-            raise StorageError(
-                f"{msg}; gave up after {self.attempts} attempts over {now - self.started:.0f}s "
-                f"({RETRY_SECONDS_ENV}={self.window:g})"
-            ) from None
+            return False
         delay = min(_BACKOFF_MAX, _BACKOFF_BASE * 2 ** (self.attempts - 1)) * random.uniform(0.5, 1.0)
         delay = max(0.0, min(delay, self.deadline - now))
-        brief = _one_line(str(_s3_error("", root)).removeprefix(": "))
         _count("retries")
         log.warning(
-            "%s: %s%s; retry %d in %.1fs (giving up %.0fs after the first failure)",
-            self.url, doing, brief, self.attempts, delay, max(0.0, self.deadline - self.started),
+            "%s: %s; retry %d in %.1fs (giving up %.0fs after the first failure)",
+            self.url, reason, self.attempts, delay, max(0.0, self.deadline - self.started),
         )  # fmt: skip
         time.sleep(delay)
+        return True
 
 
 def _retrying(url: str, fn: Callable[[], T], *, retry: _Retry | None = None) -> T:
@@ -700,16 +705,8 @@ def _arrow_call(what: str, fn: Callable[[], T]) -> T:
             if not any(word in str(err) for word in _ARROW_TRANSIENT):
                 raise
             retry = retry or _Retry(f"s3://{what}")
-            now = time.monotonic()
-            if retry.deadline is not None and now >= retry.deadline:
+            if not retry.backoff(_one_line(str(err))):
                 raise
-            if retry.deadline is None:
-                retry.deadline = now + retry.window
-            retry.attempts += 1
-            delay = min(_BACKOFF_MAX, _BACKOFF_BASE * 2 ** (retry.attempts - 1)) * random.uniform(0.5, 1.0)
-            _count("retries")
-            log.warning("s3://%s: %s; retry %d in %.1fs", what, _one_line(str(err)), retry.attempts, delay)
-            time.sleep(min(delay, max(0.0, retry.deadline - now)))
 
 
 def _handler_base() -> type:
