@@ -182,20 +182,13 @@ def _print_cost(results: Any, sweep: Sweep) -> None:
 
 
 def _preflight(sweep: Sweep) -> None:
-    """The user errors findable before Ray starts (storage, data, teacher), one line each."""
+    """The user errors findable before Ray starts (storage, data, teacher), one line each; without data
+    URLs the synthetic faces are packed under the storage once Ray is up."""
     from superfan.config import from_dict
     from superfan.train.trainer import preflight
 
     cfg = from_dict(sweep.config, "sweep config")
-    if cfg.data.train:
-        preflight(cfg, teacher=sweep.teacher, storage_url=sweep.storage)
-    else:  # synthetic faces are packed under the storage once Ray is up
-        with storage.retry_window(5.0):
-            storage.check_writable(sweep.storage)
-            if sweep.teacher:
-                from superfan.checkpoint import require_file
-
-                require_file(sweep.teacher)
+    preflight(cfg, teacher=sweep.teacher, storage_url=sweep.storage, data=bool(cfg.data.train))
 
 
 def entry(kind: str, description: str) -> Callable[[list[str] | None], int]:

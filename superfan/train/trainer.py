@@ -96,21 +96,23 @@ def worker_resources(cfg: Config, gpu: bool) -> dict[str, float]:
 
 
 def preflight(cfg: Config, *, teacher: str | None = None, resume_from: str | None = None,
-              storage_url: str | None = None, workers: int | None = None) -> None:  # fmt: skip
+              storage_url: str | None = None, workers: int | None = None, data: bool = True) -> None:  # fmt: skip
     """Every user error that can be found before Ray starts, each as one line: train and val data reachable
     with a manifest or shards (and a known size for one-pass epochs), the teacher and start checkpoints
-    present, the storage writable. ``superfan train``, the sweeps and :func:`build_trainer` call it."""
+    present, the storage writable. ``data=False``: the data is packed later (a sweep's synthetic faces).
+    ``superfan train`` and the sweep drivers call it."""
     from superfan.checkpoint import require_file
     from superfan.data.stream import batches_per_epoch, resolve_dataset
 
-    if not cfg.data.train:
+    if data and not cfg.data.train:
         raise ConfigError("no training data: pass --data URL (shards, brace pattern, prefix or manifest.json)")
     # A missing bucket, endpoint or credential is a user error now, not an outage to ride out.
     with storage.retry_window(PREFLIGHT_RETRY_S):
-        resolve_dataset(cfg.data.train)
-        batches_per_epoch(cfg, workers or cfg.train.workers)
-        if cfg.data.val:
-            resolve_dataset(cfg.data.val)
+        if data:
+            resolve_dataset(cfg.data.train)
+            batches_per_epoch(cfg, workers or cfg.train.workers)
+            if cfg.data.val:
+                resolve_dataset(cfg.data.val)
         for what, ref in (("teacher", teacher), ("start checkpoint", resume_from)):
             if ref:
                 try:
