@@ -51,21 +51,15 @@ from superfan import metrics, storage
 from superfan.config import Config
 from superfan.errors import UserError
 from superfan.faces import heatmaps_to_points, pose_bin, pose_bin_names
+from superfan.render.outputs import FIGURES
 
 RESULTS_FORMAT = "superfan-evaluation/1"
 Kind = Literal["bilinear", "bicubic", "sr", "superfan", "hr"]
 BASELINES = ("bilinear", "bicubic")  # kinds whose image is an interpolation of the LR, no network
 
-#: Output file names inside ``out_dir`` (``report`` re-renders the tables and figures from the JSON + npz).
-FILES = {
-    "json": "results.json",
-    "table1": "table1.md",
-    "table2": "table2.md",
-    "ced": "ced.png",
-    "samples": "samples.png",
-    "samples_npz": "samples.npz",
-    "per_face": "per_face.npz",
-}
+#: Output file names inside ``out_dir``: the data written here, and the figures ``superfan.render.outputs``
+#: draws from it (``report`` re-renders those from the JSON + samples npz).
+FILES = {"json": "results.json", "samples_npz": "samples.npz", "per_face": "per_face.npz", **FIGURES}
 
 
 @dataclass
@@ -462,6 +456,7 @@ def evaluate_models(
             "psnr": metrics.mean_by_pose(a["psnr"][src], yaw, edges),
             "ssim": metrics.mean_by_pose(a["ssim"][src], yaw, edges),
             "grid_artefact": metrics.grid_ratio(a["grid"][src], a["grid"].get("HR", np.zeros(0))),
+            "baseline": src in BASELINES,
         }
         for src in a["psnr"]
     ]
@@ -507,7 +502,7 @@ def evaluate_models(
     picked = _pick_samples(got.samples, samples)
     sample_arrays = _sample_arrays(picked, names) if picked else None
     if out_dir is not None:
-        results["files"] = write_outputs(results, str(out_dir), sample_arrays)
+        results["files"] = {"json": FILES["json"], **write_outputs(results, str(out_dir), sample_arrays)}
         _write_npz(
             storage.join(str(out_dir), FILES["per_face"]),
             keys=np.array(got.keys),
@@ -542,184 +537,28 @@ def _write_npz(url: str, **arrays: np.ndarray) -> None:
     storage.write_bytes(url, buf.getvalue())
 
 
+def write_outputs(
+    results: dict[str, Any], out_dir: str, samples: dict[str, np.ndarray] | None = None
+) -> dict[str, str]:
+    """The rendered tables and figures, and (with ``samples``) the samples npz they are drawn from.
+
+    Returns ``{kind: file name}``; used by ``superfan evaluate`` and ``superfan report``.
+    """
+    from superfan.render.outputs import write_figures
+
+    files = write_figures(results, out_dir, samples)
+    if samples is not None:
+        _write_npz(storage.join(out_dir, FILES["samples_npz"]), **samples)
+        files["samples_npz"] = FILES["samples_npz"]
+    return files
+
+
 def load_samples(url: str) -> dict[str, np.ndarray] | None:
     """The sample faces saved beside a results JSON (None when absent), for ``superfan report``."""
     if not storage.exists(url):
         return None
     with np.load(io.BytesIO(storage.read_bytes(url)), allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
-
-
-# ----------------------------------------------------------------------------------------------- output
-
-
-def _fmt(v: float | None, spec: str) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _faces_note(results: dict[str, Any], landmarks: bool) -> str:
-    keys, names = results["pose_bins"]["keys"], results["pose_bins"]["names"]
-    faces = results["faces"]
-    counts = faces["with_landmarks"] if landmarks else {**faces["per_bin"], "unknown_yaw": faces["unknown_yaw"]}
-    per = ", ".join(f"{n} {counts.get(k, 0)}" for k, n in zip(keys, names, strict=True))
-    what = "faces with landmarks" if landmarks else "faces"
-    unknown = counts.get("unknown_yaw", 0)
-    note = f"{what} per |yaw| bin: {per}; unknown yaw (in no bin, not in balanced): {unknown}"
-    src = results.get("pose_sources") or {}
-    if src:
-        note += "; yaw source: " + ", ".join(f"{k} {v}" for k, v in sorted(src.items()))
-    return note
-
-
-def table1_markdown(results: dict[str, Any]) -> str:
-    """Table 1 laid out like the paper's: rows = image sources, PSNR then SSIM per yaw bin + balanced.
-
-    A last column, not in the paper, gives the grid artefact (``metrics.grid_artefact``, all faces; "–" in
-    results written before it existed).
-    """
-    keys, names = results["pose_bins"]["keys"], results["pose_bins"]["names"]
-    cols = [*keys, "balanced"]
-    header = ["Method"] + [f"PSNR {n}" for n in [*names, "balanced"]] + [f"SSIM {n}" for n in [*names, "balanced"]]
-    header.append("grid artefact")
-    rows = []
-    for row in results["table1"]:
-        label = f"{row['method']} upsample (baseline)" if row["method"] in BASELINES else row["method"]
-        rows.append(
-            [label]
-            + [_fmt(row["psnr"].get(k), ".2f") for k in cols]
-            + [_fmt(row["ssim"].get(k), ".4f") for k in cols]
-            + [_fmt(row.get("grid_artefact"), ".2f")]
-        )
-    title = (
-        "Table 1: PSNR (dB) and SSIM on RGB of the super-resolved 64x64 faces, per |yaw| bin; grid artefact = "
-        "share of spectral power at the 2- and 4-px periods relative to HR's (1.00 = HR's level, above = a "
-        "sub-pixel grid texture, below = less fine detail than HR), all faces."
-    )
-    return f"{title}\n\n{_md_table(header, rows)}\n\n{_faces_note(results, landmarks=False)}.\n"
-
-
-def table2_markdown(results: dict[str, Any]) -> str:
-    """Table 2 laid out like the paper's: rows = methods, AUC@threshold (%) per yaw bin + balanced."""
-    keys, names = results["pose_bins"]["keys"], results["pose_bins"]["names"]
-    header = ["Method", *names, "balanced"]
-    rows = []
-    for row in results["table2"]:
-        cells = []
-        for k in [*keys, "balanced"]:
-            v = row["auc"].get(k)
-            cells.append("–" if v is None else f"{100 * v:.1f}%")
-        rows.append([row["method"], *cells])
-    thr = results["threshold"]
-    title = (
-        f"Table 2: AUC of the CED curve up to NME {thr:g} (normaliser sqrt(w*h) of the ground-truth "
-        "landmark box), per |yaw| bin; balanced = mean of the non-empty bins."
-    )
-    return f"{title}\n\n{_md_table(header, rows)}\n\n{_faces_note(results, landmarks=True)}.\n"
-
-
-def ced_png(results: dict[str, Any]) -> bytes:
-    """CED curves (fraction of faces vs NME) of every Table 2 method, AUC in the legend; PNG bytes."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 4.8), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    t = np.asarray(results["ced"]["thresholds"], dtype=float)
-    aucs = {row["method"]: row["auc"].get("all") for row in results["table2"]}
-    for name, curve in results["ced"]["curves"].items():
-        y = np.array([np.nan if v is None else v for v in curve], dtype=float)
-        a = aucs.get(name)
-        label = f"{name} (AUC {100 * a:.1f}%)" if a is not None else name
-        ax.plot(t, y, label=label, linewidth=1.6, linestyle="--" if name == "FAN-HR" else "-")
-    ax.set_xlim(0, float(t[-1]) if len(t) else 0.1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("NME (normalised by sqrt(w*h) of the landmark box)")
-    ax.set_ylabel("fraction of faces")
-    ax.set_title(f"CED, all faces with landmarks (n={results['faces']['with_landmarks'].get('all', 0)})")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def samples_png(samples: dict[str, np.ndarray], scale: int = 2) -> bytes:
-    """Grid: rows = faces; columns LR (nearest) with GT | each method's input image with its landmarks | HR.
-
-    Predicted landmarks are red dots; the ground truth is drawn green on the LR and HR columns. The HR
-    column is FAN-HR's input, so it carries FAN-HR's points when that method is present.
-    """
-    from PIL import Image, ImageDraw
-
-    names = [str(n) for n in samples["methods"]]
-    images, points = samples["images"], samples["points"]
-    s_count, m_count = images.shape[:2]
-    size = images.shape[-1]
-    tile = size * scale
-    hr_col = names.index("FAN-HR") if "FAN-HR" in names else None
-    columns = ["LR (GT)"] + [n for i, n in enumerate(names) if i != hr_col] + ["HR" if hr_col is None else "FAN-HR"]
-    header = 14
-    canvas = Image.new("RGB", (tile * len(columns), header + tile * s_count), "white")
-    draw = ImageDraw.Draw(canvas)
-    for c, title in enumerate(columns):
-        draw.text((c * tile + 2, 1), title[: max(4, tile // 6)], fill="black")
-
-    def to_pil(img: np.ndarray) -> Image.Image:
-        arr = (np.clip(img.transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8)
-        return Image.fromarray(arr).resize((tile, tile), Image.NEAREST)
-
-    def dots(col: int, row: int, pts: np.ndarray, colour: str, pts_size: int) -> None:
-        f = tile / pts_size
-        for x, y in pts:
-            if np.isfinite(x) and np.isfinite(y):
-                cx, cy = col * tile + (x + 0.5) * f - 0.5, header + row * tile + (y + 0.5) * f - 0.5
-                draw.ellipse([cx - 1.2, cy - 1.2, cx + 1.2, cy + 1.2], fill=colour)
-
-    for r in range(s_count):
-        lr = samples["lr"][r]
-        canvas.paste(to_pil(lr), (0, header + r * tile))
-        dots(0, r, samples["gt"][r], "lime", size)
-        col = 1
-        for m in range(m_count):
-            if m == hr_col:
-                continue
-            canvas.paste(to_pil(images[r, m]), (col * tile, header + r * tile))
-            dots(col, r, points[r, m], "red", size)
-            col += 1
-        canvas.paste(to_pil(samples["hr"][r]), (col * tile, header + r * tile))
-        dots(col, r, samples["gt"][r], "lime", size)
-        if hr_col is not None:
-            dots(col, r, points[r, hr_col], "red", size)
-    buf = io.BytesIO()
-    canvas.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def write_outputs(
-    results: dict[str, Any], out_dir: str, samples: dict[str, np.ndarray] | None = None
-) -> dict[str, str]:
-    """Write the Markdown tables, CED PNG and (with ``samples``) the grid PNG + its npz; returns file names.
-
-    Shared by ``superfan evaluate`` and ``superfan report``; ``out_dir`` may be local or ``s3://``.
-    """
-    files = {"json": FILES["json"], "table1": FILES["table1"], "table2": FILES["table2"], "ced": FILES["ced"]}
-    storage.write_text(storage.join(out_dir, FILES["table1"]), table1_markdown(results))
-    storage.write_text(storage.join(out_dir, FILES["table2"]), table2_markdown(results))
-    storage.write_bytes(storage.join(out_dir, FILES["ced"]), ced_png(results))
-    if samples is not None:
-        storage.write_bytes(storage.join(out_dir, FILES["samples"]), samples_png(samples))
-        files["samples"] = FILES["samples"]
-        _write_npz(storage.join(out_dir, FILES["samples_npz"]), **samples)
-        files["samples_npz"] = FILES["samples_npz"]
-    return files
 
 
 # ------------------------------------------------------------------------------------ checkpoints, data

@@ -68,7 +68,7 @@ def _device(name: str) -> str:
 
 def _print_tables(results: dict, out: str, files: dict) -> None:
     from superfan import storage
-    from superfan.evaluate import table1_markdown, table2_markdown
+    from superfan.render.tables import table1_markdown, table2_markdown
 
     print(table1_markdown(results))
     print(table2_markdown(results))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +26,6 @@ from typing import Any
 import numpy as np
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-MAX_SHEET_FACES = 64
-TILE = 96
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -278,6 +275,8 @@ def run(args: argparse.Namespace) -> int:
     _write_json(out, enhancer, records, skipped)
     _write_overlays(out, faces, stems, progress)
     lr_u8 = to_uint8(lr_all.permute(0, 2, 3, 1).numpy())
+    from superfan.render.faces import contact_sheet
+
     contact_sheet(lr_u8, sr_u8, pts_sr, out / "contact_sheet.png")
     n_inputs = len({f.input for f in faces})
     print(
@@ -314,77 +313,17 @@ def _write_json(out: Path, enhancer: Any, records: list[dict[str, Any]], skipped
     tmp.replace(out / "landmarks.json")
 
 
-# ------------------------------------------------------------------------------------------- drawing
-
-
-def draw_points(img: Any, points: np.ndarray, radius: float, color: tuple[int, int, int] = (0, 255, 0)) -> None:
-    """Draw 68 points on a PIL image in place (points in that image's pixel-centre coordinates)."""
-    from PIL import ImageDraw
-
-    d = ImageDraw.Draw(img)
-    for x, y in points:
-        if np.isfinite(x) and np.isfinite(y):
-            d.ellipse([x + 0.5 - radius, y + 0.5 - radius, x + 0.5 + radius, y + 0.5 + radius], fill=color)
-
-
 def _write_overlays(out: Path, faces: list[Face], stems: dict[Path, str], progress: bool) -> None:
-    """One overlay per input: the input with its faces' landmarks (and boxes), upscaled when tiny."""
-    from PIL import Image, ImageDraw
+    """One overlay per input: the input with its faces' landmarks (and boxes)."""
+    from PIL import Image
     from tqdm import tqdm
+
+    from superfan.render.faces import overlay
 
     by_input: dict[Path, list[Face]] = {}
     for f in faces:
         by_input.setdefault(f.input, []).append(f)
     items = tqdm(by_input.items(), desc="overlays", unit="img", disable=not progress, file=sys.stderr)
     for path, group in items:
-        img = Image.fromarray(read_image(path))
-        # Tiny crops are unreadable at 1:1: upscale (nearest) so the longer side is >= 256 px.
-        k = max(1, math.ceil(256 / max(img.size)))
-        if k > 1:
-            img = img.resize((img.width * k, img.height * k), Image.NEAREST)
-        draw = ImageDraw.Draw(img)
-        for f in group:
-            pts = (f.extra["landmarks"] + 0.5) * k - 0.5
-            if f.box is not None:
-                x, y, w, h = (v * k for v in f.box)
-                draw.rectangle([x, y, x + w, y + h], outline=(255, 64, 64))
-            size = f.box[3] * k if f.box is not None else min(img.size)
-            draw_points(img, pts, radius=max(1.0, size / 80))
+        img = overlay(Image.fromarray(read_image(path)), [f.box for f in group], [f.extra["landmarks"] for f in group])
         img.save(out / "overlays" / f"{stems[path]}.png")
-
-
-def contact_sheet(lr: np.ndarray, sr: np.ndarray, points_sr: np.ndarray, path: Path) -> None:
-    """Rows input | bicubic | Super-FAN (with landmarks), one column per face, wrapped into blocks.
-
-    "input" is the 16x16 network input shown with nearest-neighbour pixels, "bicubic" the classic
-    upsampling of the same 16x16, so the sheet compares like with like. At most 64 faces.
-    """
-    from PIL import Image, ImageDraw
-
-    n = min(len(lr), MAX_SHEET_FACES)
-    cols = min(n, 8)
-    blocks = math.ceil(n / cols)
-    label_w, gap = 72, 6
-    width = label_w + cols * TILE
-    height = blocks * (3 * TILE + gap)
-    sheet = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    scale = TILE / 64
-    for b in range(blocks):
-        top = b * (3 * TILE + gap)
-        for r, name in enumerate(("input", "bicubic", "Super-FAN")):
-            draw.text((4, top + r * TILE + TILE // 2 - 6), name, fill=(0, 0, 0))
-        for c in range(cols):
-            i = b * cols + c
-            if i >= n:
-                break
-            x = label_w + c * TILE
-            small = Image.fromarray(lr[i])
-            sheet.paste(small.resize((TILE, TILE), Image.NEAREST), (x, top))
-            sheet.paste(small.resize((TILE, TILE), Image.BICUBIC), (x, top + TILE))
-            face = Image.fromarray(sr[i]).resize((TILE, TILE), Image.BICUBIC)
-            draw_points(face, (points_sr[i] + 0.5) * scale - 0.5, radius=1.0)
-            sheet.paste(face, (x, top + 2 * TILE))
-    tmp = path.with_suffix(".tmp.png")
-    sheet.save(tmp)
-    tmp.replace(path)

@@ -245,13 +245,14 @@ class FaceStream:
         yield from islice(buckets[-1], max(0, quota - taken))
 
     def shuffle(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        from webdataset.filters import _shuffle
+        """webdataset's public curried ``shuffle`` filter (a buffer of ``shuffle_buffer`` samples), seeded."""
+        import webdataset as wds
 
         n = self.cfg.data.shuffle_buffer
         if not self.train or n <= 1:
             yield from src
             return
-        yield from _shuffle(src, bufsize=n, initial=min(n, 100), rng=random.Random(repr(self._seed("shuffle"))))
+        yield from wds.shuffle(n, initial=min(n, 100), rng=random.Random(repr(self._seed("shuffle"))))(src)
 
     # 4. per sample: decode + one warp + landmarks
     def faces(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
