@@ -51,6 +51,7 @@ from superfan import metrics, storage
 from superfan.config import Config
 from superfan.errors import UserError
 from superfan.faces import heatmaps_to_points, pose_bin, pose_bin_names
+from superfan.models.generator import bicubic_upsample
 from superfan.render.outputs import FIGURES
 
 RESULTS_FORMAT = "superfan-evaluation/1"
@@ -154,7 +155,7 @@ def upsample_bicubic(lr: torch.Tensor, size: int = 64) -> torch.Tensor:
     kernel the LR was made with (``degrade.downsample``); for upsampling it does not widen the kernel.
     Clamped because bicubic overshoots at edges, as ``degrade.downsample`` clamps.
     """
-    return F.interpolate(lr, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0.0, 1.0)
+    return bicubic_upsample(lr, size).clamp(0.0, 1.0)
 
 
 def _device_of(*modules: nn.Module | None) -> torch.device:

@@ -310,3 +310,18 @@ def test_bench_models_reports_both_generators_and_writes_json(
     assert [r["model"] for r in result["models"]] == ["12-3-2", "16-1-1"]
     assert [r["params"] for r in result["models"]] == [1_556_675, 1_519_683]
     assert result["fan2_params"] == 12_106_504 and result["ratio_12_3_2_over_16_1_1"] > 0
+
+
+def test_bicubic_residual_generator_starts_as_bicubic_and_learns_on_top() -> None:
+    from superfan.evaluate import upsample_bicubic
+
+    g = Generator(layout=(1, 1, 1), channels=8, residual="bicubic")
+    lr = torch.rand(4, 3, 16, 16)
+    torch.testing.assert_close(g(lr).clamp(0, 1), upsample_bicubic(lr))  # the fresh network is the baseline
+    F.mse_loss(g(lr), torch.rand(4, 3, 64, 64)).backward()
+    assert g.tail.weight.grad.abs().sum() > 0  # the zero output conv still learns
+    cfg = load_config("tiny")
+    assert cfg.model.generator.residual == "bicubic" and load_config("paper").model.generator.residual == "none"
+    assert Generator.from_config(cfg.model.generator).residual == "bicubic"
+    with pytest.raises(ConfigError, match="residual"):
+        Generator(residual="nearest")

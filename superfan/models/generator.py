@@ -29,6 +29,14 @@ Choices where the paper is silent (each is what its references do):
   stream doubles its variance per block and a fresh 12-3-2 outputs values of std ~1000 for [0, 1]
   inputs, which wastes the first steps and makes float32 results batch-size dependent. BasicSR's
   alternative, scaling branch weights by 0.1, is for BN-free blocks: BN in train mode undoes it.
+* ``residual="bicubic"`` (not in the paper; the ``tiny`` profile's choice) adds the bicubic upsampling of
+  the 16x16 input to the output: VDSR's global residual learning (Kim et al. 2016, "Accurate image
+  super-resolution using very deep convolutional networks"). The output conv then starts at zero, so a
+  fresh generator *is* bicubic upsampling and training only adds detail. Measured on faces-300w (tiny
+  generator, 2 CPU cores, pixel loss, 2e-3 -> 5e-5 over 640 steps, 383 validation faces): 25.00 dB with
+  it, 22.75 dB without (bicubic 24.61 dB; that experiment used torch's a = -0.75 kernel). The paper's 60
+  epochs on a GPU do not need it, so the ``paper`` profile keeps Fig. 3a as drawn. The kernel is
+  :func:`bicubic_upsample`'s, the one the evaluation's bicubic baseline uses.
 * Sub-pixel convolutions get ICNR (Aitken et al. 2017, "Checkerboard artifact free sub-pixel convolution"):
   the conv before each ``PixelShuffle(r)`` starts with the ``r * r`` sub-kernels of every output channel
   equal, copies of one Kaiming-initialised kernel. Conv + shuffle is then exactly nearest-neighbour
@@ -48,6 +56,13 @@ import torch
 from torch import nn
 
 from superfan.errors import ConfigError
+
+RESIDUALS = ("none", "bicubic")
+
+
+def bicubic_upsample(lr: torch.Tensor, size: int = 64) -> torch.Tensor:
+    """Keys a = -0.5 bicubic (MATLAB ``imresize``, PIL ``BICUBIC``: torch's antialiased path), unclamped."""
+    return torch.nn.functional.interpolate(lr, size=size, mode="bicubic", align_corners=False, antialias=True)
 
 
 def _conv3x3(cin: int, cout: int, bias: bool = True) -> nn.Conv2d:
@@ -134,8 +149,12 @@ class Generator(nn.Module):
         layout: tuple[int, int, int] | list[int] = (12, 3, 2),
         channels: int = 64,
         long_skip: bool = False,
+        residual: str = "none",
     ) -> None:
         super().__init__()
+        if residual not in RESIDUALS:
+            raise ConfigError(f"generator residual must be one of {', '.join(RESIDUALS)}, got {residual!r}")
+        self.residual = residual
         layout = tuple(int(n) for n in layout)
         if len(layout) != 3 or any(n < 0 for n in layout):
             raise ConfigError(f"generator layout must be three counts >= 0 (N1, N2, N3), got {layout}")
@@ -175,15 +194,17 @@ class Generator(nn.Module):
             elif isinstance(m, ResolutionGroup) and m.fuse is not None:
                 nn.init.zeros_(m.fuse[1].weight)
         nn.init.kaiming_normal_(self.tail.weight, mode="fan_in", nonlinearity="linear")
+        if self.residual != "none":  # a fresh residual generator is exactly its upsampling
+            nn.init.zeros_(self.tail.weight)
         if icnr:
             for conv, shuffle in sub_pixel_convs(self):
                 icnr_(conv.weight, shuffle.upscale_factor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.body16(self.head(x))
-        x = self.body32(self.up32(x))
-        x = self.body64(self.up64(x))
-        return self.tail(x)
+        y = self.body16(self.head(x))
+        y = self.body32(self.up32(y))
+        y = self.tail(self.body64(self.up64(y)))
+        return y + bicubic_upsample(x, y.shape[-1]) if self.residual == "bicubic" else y
 
     @classmethod
     def srresnet(cls, channels: int = 64) -> Generator:
@@ -204,7 +225,8 @@ class Generator(nn.Module):
     @classmethod
     def from_config(cls, cfg: Any) -> Generator:
         """From ``cfg.model.generator`` (:class:`superfan.config.GeneratorConfig`)."""
-        return cls(layout=tuple(cfg.layout), channels=cfg.channels, long_skip=cfg.long_skip)
+        residual = getattr(cfg, "residual", "none")
+        return cls(layout=tuple(cfg.layout), channels=cfg.channels, long_skip=cfg.long_skip, residual=residual)
 
     def extra_repr(self) -> str:
-        return f"layout={self.layout}, channels={self.channels}, long_skip={self.long_skip}"
+        return f"layout={self.layout}, channels={self.channels}, long_skip={self.long_skip}, residual={self.residual}"

@@ -13,6 +13,7 @@ are checked finite, so a divergence never replaces a good checkpoint.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -455,6 +456,23 @@ class LocalReporter:
             self.checkpoints.append(d)
 
 
+def quiet_train_logs() -> None:
+    """In a Train worker, unless ``--verbose``: Train's per-report INFO lines off (they print every metric).
+
+    ``LoggingConfig(log_level="WARNING")`` does not reach them: Train V2 logs "Reporting training result
+    ..." through ``logging.getLogger(__file__)`` of its execution context (a logger named by a path, outside
+    ``ray.train``), and "Checkpoint successfully created" from the worker's own ``ray.train`` loggers.
+    """
+    from superfan.raysession import verbose
+
+    if verbose():
+        return
+    from ray.train.v2._internal.execution import context
+
+    for name in ("ray.train", context.__file__):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point: rank/world from the Train context, DDP via ``prepare_model``, resume."""
     import ray.train
@@ -463,6 +481,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from superfan.logs import show_warnings
 
     show_warnings()  # skipped samples and storage retries, in the driver's log
+    quiet_train_logs()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
