@@ -41,6 +41,13 @@ class GeneratorConfig(_Strict):
     layout: tuple[NonNegInt, NonNegInt, NonNegInt] = (12, 3, 2)
     channels: PosInt = 64
     long_skip: bool = Field(False, description="A1.3: the paper found no gain from long skips; off.")
+    upsample: Literal["subpixel", "resize"] = Field(
+        "subpixel",
+        description=(
+            "The paper is silent; 'subpixel' is SRResNet's [20] PixelShuffle block. 'resize' is bilinear x2 "
+            "then conv3x3 (Odena et al. 2016), with no per-sub-pixel weights to learn a grid."
+        ),
+    )
     residual: Literal["none", "bicubic"] = Field(
         "none",
         description=(
@@ -133,6 +140,15 @@ class LossesConfig(_Strict):
     perceptual: PerceptualLossConfig = PerceptualLossConfig()
     heatmap: HeatmapLossConfig = HeatmapLossConfig()
     adversarial: AdversarialLossConfig = AdversarialLossConfig()
+    smooth_network_gradients: bool = Field(
+        True,
+        description=(
+            "Our choice (the paper is silent): the gradient that the loss networks (ResNet-50, FAN, critic) "
+            "send back into the SR image is low-passed (5-tap binomial), the losses' values are not. Their "
+            "stride-2 layers return gradients with a period-2/4 grid, which the generator otherwise learns "
+            "as a visible texture (losses.smooth_gradient)."
+        ),
+    )
 
 
 # ------------------------------------------------------------------------------------------- optimizer
@@ -185,6 +201,13 @@ class StageConfig(_Strict):
         None, description="Name of an earlier stage in this config, or a checkpoint path/URL, to start from."
     )
     critic_steps: PosInt = Field(1, description="Critic steps per generator step; the paper keeps 1:1.")
+    warmup_steps: NonNegInt = Field(
+        0,
+        description=(
+            "Linear learning-rate ramp over the first steps; 0 (the paper has none). A fresh RMSprop divides "
+            "the first gradients by their own size, so a high starting rate makes ~10x-lr steps at first."
+        ),
+    )
 
     @model_validator(mode="after")
     def _lr_order(self) -> StageConfig:

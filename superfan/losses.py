@@ -33,6 +33,45 @@ def _check_type(type: str, what: str) -> None:
         raise ConfigError(f"losses.{what}.type must be one of {LOSS_TYPES}, got {type!r}")
 
 
+_BINOMIAL5 = (1.0, 4.0, 6.0, 4.0, 1.0)
+
+
+def binomial_blur(x: torch.Tensor) -> torch.Tensor:
+    """Separable 5-tap binomial ``[1 4 6 4 1] / 16`` per channel, reflect-padded; ``(B, C, H, W)``.
+
+    Its response is 0 at the 2-px period and 1/4 (per axis) at the 4-px period, the two periods of the
+    generator's sub-pixel grid, and 0.73 at 8 px: it removes the grid and little of a face's structure.
+    """
+    k = torch.tensor(_BINOMIAL5, dtype=x.dtype, device=x.device) / 16.0
+    c = x.shape[1]
+    x = F.pad(x, (2, 2, 2, 2), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, 5).expand(c, 1, 1, 5), groups=c)
+    return F.conv2d(x, k.view(1, 1, 5, 1).expand(c, 1, 5, 1), groups=c)
+
+
+class _SmoothGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return binomial_blur(grad)
+
+
+def smooth_gradient(x: torch.Tensor) -> torch.Tensor:
+    """Identity forward; low-passes the gradient flowing back through it (:func:`binomial_blur`).
+
+    Why: a loss *network* (the perceptual ResNet-50, the FAN of Eq. 4, the critic) starts with stride-2
+    layers, and the gradient of a strided layer w.r.t. its input is a transposed convolution with a
+    period-2 (and, two strides in, period-4) grid. Fed back into the generator, that grid becomes the
+    generator's output texture: on faces-300w (tiny profile, ``gamma`` 0.003, 128 steps of the heatmap
+    stage) the power at those periods rose from 0.16x HR's to 4.1x HR's. Smoothing the gradient leaves
+    every loss value exactly the paper's and takes away only the direction that draws the grid.
+    """
+    return _SmoothGradient.apply(x)
+
+
 def pixel_loss(sr: torch.Tensor, hr: torch.Tensor, type: str = "l2") -> torch.Tensor:
     """Eq. 1: mean squared (``l2``) or absolute (``l1``, A1.1) error over all pixels and channels."""
     _check_type(type, "pixel")

@@ -44,6 +44,7 @@ def _job_env() -> dict[str, str] | None:
 
 #: "1" brings Ray's own INFO logs back (``--verbose``); read by build_trainer for Train's LoggingConfig.
 VERBOSE_ENV = "SUPERFAN_VERBOSE"
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # ray.train.v2._internal.constants
 
 
 def verbose() -> bool:
@@ -66,11 +67,15 @@ def ray_session(*, verbose_logs: bool = False, **init_kwargs: Any) -> Iterator[b
 
     show_warnings()
     os.environ[VERBOSE_ENV] = "1" if verbose_logs else os.environ.get(VERBOSE_ENV, "0")
+    attached = bool(os.environ.get("RAY_ADDRESS"))
     if not verbose():
         os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+        if not attached:
+            # An embedded single-machine Ray has no node that can be drained or preempted; Train's watcher
+            # for that only prints a core-worker ERROR line about its constructor arguments at every start.
+            os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
     main = threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread
     previous = signal.getsignal(signal.SIGTERM)
-    attached = bool(os.environ.get("RAY_ADDRESS"))
     owned = not ray.is_initialized()
     try:
         if owned:

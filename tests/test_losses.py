@@ -159,3 +159,17 @@ def test_weighted_total_is_eq5_over_the_terms_present() -> None:
         L.weighted_total({"pixl": t["pixel"]}, cfg.losses)
     with pytest.raises(ValueError):
         L.weighted_total({}, cfg.losses)
+
+
+def test_smooth_gradient_keeps_the_value_and_removes_the_period_2_grid_from_the_gradient() -> None:
+    from superfan.losses import binomial_blur, smooth_gradient
+
+    x = torch.rand(2, 3, 16, 16, requires_grad=True)
+    y = smooth_gradient(x)
+    assert torch.equal(y, x)
+    yy, xx = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    checker = ((-1.0) ** (yy + xx)).expand(2, 3, 16, 16)
+    (y * checker).sum().backward()  # d/dx = the checkerboard itself, without the smoothing
+    assert x.grad.abs().max() < 1e-6
+    flat = torch.ones(1, 1, 8, 8)
+    torch.testing.assert_close(binomial_blur(flat), flat)  # DC passes unchanged (reflect padding)

@@ -325,3 +325,13 @@ def test_bicubic_residual_generator_starts_as_bicubic_and_learns_on_top() -> Non
     assert Generator.from_config(cfg.model.generator).residual == "bicubic"
     with pytest.raises(ConfigError, match="residual"):
         Generator(residual="nearest")
+
+
+def test_resize_upsampling_has_no_sub_pixel_convs_and_maps_16_to_64() -> None:
+    from superfan.models.generator import sub_pixel_convs
+
+    g = Generator(layout=(1, 1, 1), channels=8, upsample="resize")
+    assert g(torch.rand(2, 3, 16, 16)).shape == (2, 3, 64, 64)
+    assert sub_pixel_convs(g) == [] and len(sub_pixel_convs(Generator(layout=(1, 1, 1), channels=8))) == 2
+    with pytest.raises(ConfigError, match="upsample"):
+        Generator(upsample="deconv")

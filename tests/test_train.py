@@ -393,3 +393,14 @@ def test_carried_rmsprop_state_keeps_the_first_update_of_a_stage_small() -> None
     fresh, carried = first_update(False), first_update(True)
     assert fresh > 5 * 2.5e-4  # the burst: several times the learning rate
     assert carried < fresh / 3, (carried, fresh)
+
+
+def test_warmup_ramps_up_to_the_decay_curve() -> None:
+    from superfan.config import StageConfig
+    from superfan.train.stages import lr_at
+
+    st = StageConfig(name="p", kind="pixel", epochs=1, lr_start=1e-3, lr_end=1e-4, warmup_steps=4)
+    plain = st.model_copy(update={"warmup_steps": 0})
+    assert lr_at(st, 0, 100) == pytest.approx(0.25 * lr_at(plain, 0, 100))
+    assert lr_at(st, 3, 100) == pytest.approx(lr_at(plain, 3, 100))
+    assert lr_at(st, 99, 100) == pytest.approx(1e-4)

@@ -102,8 +102,19 @@ class ResolutionGroup(nn.Module):
         return x + self.fuse(y) if self.fuse is not None else y
 
 
-def _upsampler(channels: int) -> nn.Sequential:
-    """SRResNet's sub-pixel x2 block with ReLU: conv3x3 to 4C at the low resolution, PixelShuffle, ReLU."""
+UPSAMPLERS = ("subpixel", "resize")
+
+
+def _upsampler(channels: int, kind: str = "subpixel") -> nn.Sequential:
+    """A x2 block with ReLU: SRResNet's sub-pixel one (conv3x3 to 4C at the low resolution, PixelShuffle), or
+    ``resize``: bilinear x2 then conv3x3 at the high resolution (Odena et al. 2016, "Deconvolution and
+    checkerboard artifacts"), which has no per-sub-pixel weights to drift apart."""
+    if kind == "resize":
+        return nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            _conv3x3(channels, channels),
+            nn.ReLU(inplace=True),
+        )
     return nn.Sequential(_conv3x3(channels, 4 * channels), nn.PixelShuffle(2), nn.ReLU(inplace=True))
 
 
@@ -150,8 +161,12 @@ class Generator(nn.Module):
         channels: int = 64,
         long_skip: bool = False,
         residual: str = "none",
+        upsample: str = "subpixel",
     ) -> None:
         super().__init__()
+        if upsample not in UPSAMPLERS:
+            raise ConfigError(f"generator upsample must be one of {', '.join(UPSAMPLERS)}, got {upsample!r}")
+        self.upsample = upsample
         if residual not in RESIDUALS:
             raise ConfigError(f"generator residual must be one of {', '.join(RESIDUALS)}, got {residual!r}")
         self.residual = residual
@@ -167,9 +182,9 @@ class Generator(nn.Module):
         c = self.channels
         self.head = nn.Sequential(_conv3x3(3, c), nn.ReLU(inplace=True))
         self.body16 = ResolutionGroup(n1, c, self.long_skip)
-        self.up32 = _upsampler(c)
+        self.up32 = _upsampler(c, upsample)
         self.body32 = ResolutionGroup(n2, c, self.long_skip)
-        self.up64 = _upsampler(c)
+        self.up64 = _upsampler(c, upsample)
         self.body64 = ResolutionGroup(n3, c, self.long_skip)
         self.tail = _conv3x3(c, 3)
         self.reset_parameters()
@@ -225,8 +240,13 @@ class Generator(nn.Module):
     @classmethod
     def from_config(cls, cfg: Any) -> Generator:
         """From ``cfg.model.generator`` (:class:`superfan.config.GeneratorConfig`)."""
-        residual = getattr(cfg, "residual", "none")
-        return cls(layout=tuple(cfg.layout), channels=cfg.channels, long_skip=cfg.long_skip, residual=residual)
+        return cls(
+            layout=tuple(cfg.layout),
+            channels=cfg.channels,
+            long_skip=cfg.long_skip,
+            residual=getattr(cfg, "residual", "none"),
+            upsample=getattr(cfg, "upsample", "subpixel"),
+        )
 
     def extra_repr(self) -> str:
         return f"layout={self.layout}, channels={self.channels}, long_skip={self.long_skip}, residual={self.residual}"

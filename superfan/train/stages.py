@@ -70,8 +70,14 @@ def lr_at(stage: StageConfig, step: int, total_steps: int) -> float:
     """Learning rate for optimiser step ``step`` (0-based) of a stage of ``total_steps`` steps.
 
     Section 4.5 only says "gradually decreased from 2.5e-4 to 1e-5"; the per-step curve is
-    ``stage.lr_decay``. Steps past the planned total keep ``lr_end``.
+    ``stage.lr_decay``. Steps past the planned total keep ``lr_end``. The first ``stage.warmup_steps``
+    steps ramp linearly up to the curve (none in the paper).
     """
+    warm = min(1.0, (max(step, 0) + 1) / stage.warmup_steps) if stage.warmup_steps else 1.0
+    return warm * _decayed(stage, step, total_steps)
+
+
+def _decayed(stage: StageConfig, step: int, total_steps: int) -> float:
     if stage.lr_decay == "constant":
         return stage.lr_start
     t = min(max(step, 0) / max(total_steps - 1, 1), 1.0)
@@ -328,16 +334,18 @@ class StageRunner:
         with self._autocast():
             sr = gen(lr_img)
             terms["pixel"] = L.pixel_loss(sr.float(), hr.float(), self.cfg.losses.pixel.type)
+            # What the loss networks see: the same image, with their gradient into it smoothed (config).
+            seen = L.smooth_gradient(sr) if self.cfg.losses.smooth_network_gradients else sr
             if "perceptual" in self.spec.losses:
-                terms["perceptual"] = L.perceptual_loss(self.nets.get("perceptual"), sr, hr)
+                terms["perceptual"] = L.perceptual_loss(self.nets.get("perceptual"), seen, hr)
             if "heatmap" in self.spec.losses:
                 with torch.no_grad():
                     target = self.nets.get("teacher")(hr)[-1].float()
                 fan = self.models["fan"] if "fan" in self.models else self.nets.get("fan")
-                preds = [p.float() for p in fan(sr)]
+                preds = [p.float() for p in fan(seen)]
                 terms["heatmap"] = L.heatmap_loss(preds, target, self.cfg.losses.heatmap.type)
             if "adversarial" in self.spec.losses:
-                terms["adversarial"] = L.generator_adversarial_loss(self.nets.get("critic"), sr.float())
+                terms["adversarial"] = L.generator_adversarial_loss(self.nets.get("critic"), seen.float())
         terms = {k: v.float() for k, v in terms.items()}
         total = self._poison(L.weighted_total(terms, self.cfg.losses))
         trained = [n for n in self.spec.trains if n != "critic"]
