@@ -321,7 +321,8 @@ def test_bicubic_residual_generator_starts_as_bicubic_and_learns_on_top() -> Non
     F.mse_loss(g(lr), torch.rand(4, 3, 64, 64)).backward()
     assert g.tail.weight.grad.abs().sum() > 0  # the zero output conv still learns
     cfg = load_config("tiny")
-    assert cfg.model.generator.residual == "bicubic" and load_config("paper", for_training=False).model.generator.residual == "none"
+    assert cfg.model.generator.residual == "bicubic"
+    assert load_config("paper", for_training=False).model.generator.residual == "none"
     assert Generator.from_config(cfg.model.generator).residual == "bicubic"
     with pytest.raises(ConfigError, match="residual"):
         Generator(residual="nearest")
