@@ -189,6 +189,21 @@ def _preflight(sweep: Sweep) -> None:
 
     cfg = from_dict(sweep.config, "sweep config")
     preflight(cfg, teacher=sweep.teacher, storage_url=sweep.storage, data=bool(cfg.data.train))
+    _warn_random_perceptual(sweep, cfg)
+
+
+def _warn_random_perceptual(sweep: Sweep, cfg: Any) -> None:
+    """Say once per sweep, not once per trial, that Eq. 2 runs on random features; trials stay quiet."""
+    from superfan.config import RANDOM_PERCEPTUAL_WEIGHTS
+    from superfan.models.perceptual import RANDOM_FEATURES_WARNING, WARNED_ENV
+    from superfan.train.stages import STAGE_SPECS
+
+    weights = cfg.model.perceptual_weights
+    if weights is not None and str(weights) != RANDOM_PERCEPTUAL_WEIGHTS:
+        return
+    if any(STAGE_SPECS[cfg.stage(n).kind].needs_perceptual for n in sweep.stages):
+        print(f"sweep {sweep.name}: warning: {RANDOM_FEATURES_WARNING} (every trial)", file=sys.stderr, flush=True)
+        os.environ[WARNED_ENV] = "1"  # inherited by an embedded Ray's workers; forwarded to a cluster's
 
 
 def entry(kind: str, description: str) -> Callable[[list[str] | None], int]:

@@ -109,3 +109,10 @@ def local_inputs(tmp_path_factory: pytest.TempPathFactory, sweep_yaml: Path) -> 
     )  # fmt: skip
     urls["teacher"] = str(root / "teacher")
     return urls
+
+
+@pytest.fixture(autouse=True)
+def _random_perceptual_warning_not_yet_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep driver run in-process marks the random-features warning as given (for its trials); tests
+    that expect the warning must not inherit that from an earlier test."""
+    monkeypatch.delenv("SUPERFAN_WARNED_RANDOM_PERCEPTUAL", raising=False)

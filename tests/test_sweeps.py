@@ -93,6 +93,7 @@ def test_sweep_on_s3_promotes_a_verified_champion(s3_env: dict[str, str], sweep_
     assert "AUC [0,30)" in out and "AUC balanced" in out  # the results table
     # Quiet logs: Train's per-report dumps stay off without --verbose (they print every metric of every epoch)
     assert "Reporting training result" not in out and "TrainingReport(" not in out and "PreemptionWatcher" not in out
+    assert out.count("RANDOM ResNet-50 features") == 1  # said once by the driver, not once per trial
     champ_url = f"{store}/champions/s3-sweep/v0001"
     assert f"champion: {champ_url}" in out
     assert storage.read_text(f"{store}/champions/s3-sweep/latest").strip() == "v0001"

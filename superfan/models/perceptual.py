@@ -18,6 +18,7 @@ Input is an image in [0, 1]; ImageNet mean/std normalisation happens inside, as 
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,12 +38,14 @@ RANDOM_FEATURES_WARNING = (
     "torchvision ImageNet ResNet-50 state dict for the paper's loss"
 )
 
+#: Set by a driver that has already told the user (a sweep says it once, not once per trial process).
+WARNED_ENV = "SUPERFAN_WARNED_RANDOM_PERCEPTUAL"
 _warned_random = False
 
 
 def _warn_random_once() -> None:
     global _warned_random
-    if not _warned_random:
+    if not _warned_random and os.environ.get(WARNED_ENV) != "1":
         _warned_random = True
         warnings.warn(RANDOM_FEATURES_WARNING, UserWarning, stacklevel=3)
 
