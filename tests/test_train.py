@@ -22,7 +22,7 @@ from superfan.train.stages import STAGE_SPECS, StageRunner, build_nets, lr_at
 BATCH = 4
 
 
-def micro_config(*extra: str, **stage_kw: Any) -> Config:
+def micro_config(*extra: str) -> Config:
     cfg = load_config(
         "tiny",
         [
