@@ -193,13 +193,12 @@ def _preflight(sweep: Sweep) -> None:
 
 
 def _warn_random_perceptual(sweep: Sweep, cfg: Any) -> None:
-    """Say once per sweep, not once per trial, that Eq. 2 runs on random features; trials stay quiet."""
-    from superfan.config import RANDOM_PERCEPTUAL_WEIGHTS
+    """Say once per sweep, not once per trial, that Eq. 2 runs on random features; trials stay quiet.
+    Only when the weights are unset, as ``PerceptualNet`` warns: ``random`` is the user's explicit choice."""
     from superfan.models.perceptual import RANDOM_FEATURES_WARNING, WARNED_ENV
     from superfan.train.stages import STAGE_SPECS
 
-    weights = cfg.model.perceptual_weights
-    if weights is not None and str(weights) != RANDOM_PERCEPTUAL_WEIGHTS:
+    if cfg.model.perceptual_weights is not None:
         return
     if any(STAGE_SPECS[cfg.stage(n).kind].needs_perceptual for n in sweep.stages):
         print(f"sweep {sweep.name}: warning: {RANDOM_FEATURES_WARNING} (every trial)", file=sys.stderr, flush=True)

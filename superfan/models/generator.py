@@ -250,9 +250,12 @@ class Generator(nn.Module):
             layout=tuple(cfg.layout),
             channels=cfg.channels,
             long_skip=cfg.long_skip,
-            residual=getattr(cfg, "residual", "none"),
-            upsample=getattr(cfg, "upsample", "subpixel"),
+            residual=cfg.residual,
+            upsample=cfg.upsample,
         )
 
     def extra_repr(self) -> str:
-        return f"layout={self.layout}, channels={self.channels}, long_skip={self.long_skip}, residual={self.residual}"
+        return (
+            f"layout={self.layout}, channels={self.channels}, long_skip={self.long_skip}, "
+            f"residual={self.residual}, upsample={self.upsample}"
+        )
