@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from superfan import storage
+from superfan.data.manifest import FORMAT, MANIFEST, manifest_url, parse_manifest
 from superfan.errors import IntegrityError, StorageError, UserError
 from superfan.records import sha256_file
 
-FORMAT = "superfan-shards/1"
-MANIFEST = "manifest.json"
+__all__ = ["FORMAT", "MANIFEST", "ShardWriter", "manifest_url", "read_manifest", "verify", "write_manifest"]
 
 
 def shard_name(split: str, index: int) -> str:
@@ -140,10 +140,6 @@ class ShardWriter:
             self._tmp = None
 
 
-def manifest_url(url: str) -> str:
-    return url if url.rstrip("/").endswith(MANIFEST) else storage.join(url, MANIFEST)
-
-
 def write_manifest(dest: str, manifest: dict[str, Any]) -> str:
     url = manifest_url(dest)
     storage.write_text(url, json.dumps(manifest, indent=1) + "\n")
@@ -151,14 +147,13 @@ def write_manifest(dest: str, manifest: dict[str, Any]) -> str:
 
 
 def read_manifest(url: str) -> dict[str, Any]:
+    """A pack's manifest, validated by the library's reader (:mod:`superfan.data.manifest`), as a dict."""
     murl = manifest_url(url)
-    try:
-        manifest = json.loads(storage.read_text(murl))
-    except json.JSONDecodeError as err:
-        raise IntegrityError(f"{murl}: not valid JSON ({err.msg})") from None
-    if manifest.get("format") != FORMAT:
-        raise IntegrityError(f"{murl}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-    return manifest
+    text = storage.read_text(murl)
+    manifest = parse_manifest(text, murl)
+    if manifest.format != FORMAT:
+        raise IntegrityError(f"{murl}: format {manifest.format!r}, expected {FORMAT!r}")
+    return json.loads(text)
 
 
 class _HashingReader(io.RawIOBase):

@@ -29,7 +29,9 @@ Prob = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+    # allow_inf_nan=False: an infinite or NaN value is never a setting (``optimizer.eps=.inf`` or
+    # ``train.cpus_per_worker=.inf`` would validate and then fail far from the config, or not at all).
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True, allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -245,6 +247,12 @@ class DataConfig(_Strict):
         description="Undecodable samples are skipped and counted (skipped_samples); above this fraction of "
         "what was read the run stops: the data is bad, not a sample.",
     )
+    verify: Literal["error", "skip", "off"] = Field(
+        "error",
+        description="Check every shard against the sha256 and size its manifest lists as it is read: 'error' "
+        "stops the run with one line naming a shard that changed after packing, 'skip' leaves such a shard out "
+        "(a warning), 'off' streams without checking (shards over 1 GiB, which are read whole to be checked).",
+    )
     seed: int = 0
 
 
@@ -405,6 +413,15 @@ def from_dict(data: dict[str, Any], source: str = "config") -> Config:
         return Config.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_error(err, source)) from None
+
+
+def revalidated(cfg: Config, source: str, edit: Any) -> Config:
+    """``cfg`` after ``edit(plain dict)``, validated again as a whole: command-line options (``--epochs``,
+    ``--workers``) go through the same typed checks as the config file, and a bad value is the usual one
+    line naming the option (``source``) and the field, never a pydantic traceback."""
+    data = cfg.to_dict()
+    edit(data)
+    return from_dict(data, source)
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -22,6 +22,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from superfan import storage  # noqa: E402
 from superfan.errors import ConfigError, UserError  # noqa: E402
+from superfan.train.trainer import raise_data_error  # noqa: E402
 from sweeps.inputs import ensure_data, ensure_teacher  # noqa: E402
 from sweeps.results import print_results, promote_best, trial_rows, write_report  # noqa: E402
 from sweeps.settings import Sweep, read_sweep_file  # noqa: E402
@@ -89,7 +90,7 @@ def plan(kind: str, args: argparse.Namespace) -> Sweep:
     for stage_name in stages:
         stage = cfg.stage(stage_name)
         epochs = settings.epochs.get(stage_name) if isinstance(settings.epochs, dict) else settings.epochs
-        if epochs:
+        if epochs is not None:  # validated >= 1 by SweepSettings
             stage.epochs = int(epochs)
     fixed = fixed_values(section)
     base = trial_config(cfg.to_dict(), fixed).to_dict() if fixed else cfg.to_dict()
@@ -155,13 +156,17 @@ def _run(kind: str, sweep: Sweep, args: argparse.Namespace, embedded_default: bo
     t0 = time.perf_counter()
     results = tuner.fit()
     rows, candidates = trial_rows(results, sweep)
+    count = {s: sum(1 for r in rows if r["status"] == s) for s in ("ERROR", "DIVERGED", "BAD DATA")}
+    bad_data = f", {count['BAD DATA']} stopped on bad data" if count["BAD DATA"] else ""
     print(
         f"\nsweep {sweep.name}: {len(results)} trials in {time.perf_counter() - t0:.0f} s "
-        f"({sum(1 for r in rows if r['status'] == 'ERROR')} errored, "
-        f"{sum(1 for r in rows if r['status'] == 'DIVERGED')} diverged); experiment {sweep.experiment_url}"
+        f"({count['ERROR']} errored, {count['DIVERGED']} diverged{bad_data}); experiment {sweep.experiment_url}"
     )
     print_results(rows, sweep)
     _print_cost(results, sweep)
+    stopped = [(r.metrics or {}) for r in results if isinstance((r.metrics or {}).get("data_error"), str)]
+    if stopped and len(stopped) == len(results):  # every trial read the same bad data: say it once, exit 2
+        raise_data_error(stopped[0], f"all {len(results)} trials")
     champ = promote_best(candidates, sweep)
     write_report(sweep)
     return 0 if champ is not None else 1

@@ -16,7 +16,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -35,7 +35,11 @@ KINDS = ("loss_weights", "block_layouts", "augmentation")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+#: A count that must be at least 1 (epochs, trials, workers, concurrency): 0 or less is a typo, never a setting.
+Count = Annotated[int, Field(ge=1)]
 
 
 class SweepSettings(_Strict):
@@ -47,14 +51,14 @@ class SweepSettings(_Strict):
     multi_objective: bool = False
     secondary_metric: str = "val_psnr"
     stages: list[str] | None = None  #: stage names to run per trial (default: all non-teacher stages)
-    epochs: int | dict[str, int] | None = None  #: per selected stage (int) or per name
-    teacher_epochs: int | None = None  #: epochs of the teacher stage when the sweep trains the teacher
+    epochs: Count | dict[str, Count] | None = None  #: per selected stage (int) or per name
+    teacher_epochs: Count | None = None  #: epochs of the teacher stage when the sweep trains the teacher
     grace_period: int = Field(1, ge=1)
     reduction_factor: int = Field(2, ge=2)
-    workers_per_trial: int | None = None  #: default: the config's train.workers
+    workers_per_trial: Count | None = None  #: default: the config's train.workers
     #: trials at once. Default: GPU trials all at once (their pending placement groups are what makes an
     #: autoscaler start GPU nodes); CPU trials as many as the cluster's CPUs fit now.
-    max_concurrent: int | None = None
+    max_concurrent: Count | None = None
     keep_checkpoints: int = Field(2, ge=1)  #: per trial, the best by ``metric`` (plus Train's latest)
     #: stages whose reports may be promoted (default: the last stage run, so a Super-FAN sweep promotes a
     #: Super-FAN checkpoint, not an earlier stage's that happened to score higher on a small val set)

@@ -31,7 +31,7 @@ FIXED = "(fixed value)"
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class LogUniformSpec(_Spec):

@@ -97,7 +97,8 @@ def test_train_batches_follow_the_contract(shard_dir: Path, workers: int) -> Non
         "yaw",
         "pose_source",
         "key",
-        "skipped_samples",
+        "url",
+        "bad_samples",
     }
     h = cfg.model.fan.heatmap_size
     assert b["hr"].shape == (4, 3, 64, 64) and b["hr"].dtype == torch.float32

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,7 @@ import torch
 from PIL import Image
 
 from superfan.config import AugmentConfig
+from superfan.errors import BadSample
 from superfan.faces import crop_matrix, invert_affine, transform_points
 
 
@@ -95,6 +97,17 @@ def _draft_scale(image: Image.Image, matrix: np.ndarray, use_draft: bool) -> flo
     return image.size[0] / w
 
 
+def _open(data: bytes | bytearray | memoryview) -> Image.Image:
+    """``Image.open`` (header only); PIL's own decompression-bomb refusal (above ~179 M pixels, raised before
+    any decoding) becomes a :class:`BadSample` like every other bad image."""
+    try:
+        return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as err:
+        claimed = re.search(r"\((\d+) pixels\)", str(err))
+        count = claimed.group(1) if claimed else "too many"
+        raise BadSample(f"image header claims {count} pixels (above PIL's limit)") from None
+
+
 def warp_face(
     jpeg: bytes | Image.Image,
     box: tuple[float, float, float, float],
@@ -103,13 +116,21 @@ def warp_face(
     cfg: AugmentConfig,
     *,
     draft: bool = True,
+    max_pixels: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Decode a shard crop and warp it -> ``(uint8 (S, S, 3) window, (68, 2) landmarks in window pixels)``.
 
     ``box`` is the face box in crop pixels (the json ``bbox``); landmarks may be ``None`` (faces without
     landmarks). Pixels outside the crop are black (the 2.4x context keeps them out at the paper's ranges).
+    ``max_pixels`` refuses an image whose header claims more pixels (``BadSample``), before anything is
+    decoded: a 691-byte JPEG can claim 30000x30000, and PIL's own limit (89 M pixels) is far above a crop.
     """
-    image = Image.open(io.BytesIO(jpeg)) if isinstance(jpeg, bytes | bytearray | memoryview) else jpeg
+    image = _open(jpeg) if isinstance(jpeg, bytes | bytearray | memoryview) else jpeg
+    if max_pixels is not None and image.size[0] * image.size[1] > max_pixels:
+        raise BadSample(
+            f"image header claims {image.size[0] * image.size[1]} pixels ({image.size[0]}x{image.size[1]}), above "
+            f"the {max_pixels} a crop of this pack may have"
+        )
     m = warp_matrix(box, params, cfg)
     k = _draft_scale(image, m, draft)
     if image.mode != "RGB":

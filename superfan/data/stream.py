@@ -11,12 +11,18 @@ Pipeline (one ``webdataset.DataPipeline`` per DataLoader worker, all seeded):
    whatever the shard sizes (a rank with fewer samples wraps into its next pass), so DDP ranks never
    disagree on how many gradient all-reduces an epoch has. Validation is one ordered pass.
 2. **Tar expansion** -- :func:`superfan.data.tarstream.tar_samples` (webdataset's grouping, a leaner header
-   parser than :mod:`tarfile`); URLs open through ``webdataset.gopen``, ``s3://`` through
-   :mod:`superfan.storage` (a streaming GET; see :func:`register_s3_handler`), so there is no local copy.
+   parser than :mod:`tarfile`), reading through :mod:`superfan.storage` (local files, ``s3://`` GETs), so
+   there is no local copy. Every shard the manifest lists with a sha256 is checked against it as it is read
+   (``data.verify``): ``error`` (default) stops the run with one line naming the shard, ``skip`` leaves that
+   shard out with a warning, ``off`` streams without checking. The shard is read whole into memory (one
+   GET), hashed, then parsed, so no sample of a shard that fails the check is ever yielded.
 3. **Shuffle buffer** (training only) -- ``cfg.data.shuffle_buffer`` samples, seeded.
 4. **Per sample** (the only per-sample Python work): JSON parse, JPEG decode at reduced size (draft mode),
    one affine warp to 64x64 with flip/scale/rotation composed in, landmarks through the same matrix
    (:mod:`superfan.data.augment`).
+   Any exception while decoding a sample (bad JSON, an image PIL cannot open, a header claiming more pixels
+   than a crop of the pack's size can have, wrong landmark shapes...) makes it a bad sample: skipped, warned
+   about once and counted once by ``(shard, key)`` (:mod:`superfan.data.badsamples`), never a crash.
 5. **Per batch** (vectorised torch): colour/brightness/contrast jitter, degradation to 16x16 with the
    real-world mode when enabled (:mod:`superfan.data.degrade`), heatmaps at ``cfg.model.fan.heatmap_size`` /
    ``sigma`` via :func:`superfan.faces.points_to_heatmaps`.
@@ -28,6 +34,8 @@ batches. A horizontally flipped face has its yaw negated (yaw is signed: nose to
 
 from __future__ import annotations
 
+import hashlib
+import io
 import itertools
 import json
 import logging
@@ -35,88 +43,30 @@ import math
 import random
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 
 from superfan import storage
 from superfan.config import Config
+from superfan.data import badsamples
 from superfan.data.augment import IDENTITY, apply_color_jitter, sample_params, warp_face
 from superfan.data.degrade import degrade
+from superfan.data.manifest import ShardSet, resolve_dataset
 from superfan.data.tarstream import tar_samples
-from superfan.errors import BadData, BadSample, ConfigError, UserError
+from superfan.errors import BadData, BadSample, ConfigError, IntegrityError, UserError
 from superfan.faces import NUM_LANDMARKS, points_to_heatmaps, pose_bin
 
 log = logging.getLogger(__name__)
-#: Samples a reader must have read before the bad fraction can stop it.
-BAD_FRACTION_MIN_SAMPLES = 32
-
-# ------------------------------------------------------------------------------------------- URLs, S3
-
-
-def _gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, **kw: Any) -> Any:
-    """webdataset gopen handler: stream an ``s3://`` object through :func:`superfan.storage.open_read`."""
-    if mode[0] != "r":
-        raise ValueError(f"{url}: the s3 handler only reads")
-    return storage.open_read(url)
-
-
-def register_s3_handler() -> None:
-    """Make ``webdataset.gopen`` open ``s3://`` with our storage layer (endpoint/credentials from env)."""
-
-    sys.modules["webdataset.gopen"].gopen_schemes["s3"] = _gopen_s3
-
-
-def _expand_braces(url: str) -> list[str]:
-    import braceexpand
-
-    return list(braceexpand.braceexpand(url))
-
-
-@dataclass(frozen=True)
-class ShardSet:
-    """Shard URLs in order, and the number of samples their manifests declare (None: a bare ``.tar``
-    URL was given, whose count is unknown without reading it)."""
-
-    shards: list[str]
-    samples: int | None
-
-
-def resolve_dataset(urls: str | Iterable[str]) -> ShardSet:
-    """Expand shard URLs, brace patterns (``a-{000000..000009}.tar``), ``manifest.json`` URLs and
-    directories/prefixes holding a manifest (local or s3://) into a flat list of shard URLs, in order,
-    with the sample count the manifests declare. The one place that reads manifests: the stream and the
-    step count (:func:`batches_per_epoch`) both come from it, so they cannot disagree."""
-    items = [urls] if isinstance(urls, str) else list(urls)
-    out: list[str] = []
-    samples: int | None = 0
-    for item in items:
-        for url in _expand_braces(str(item)):
-            base = url.rstrip("/")
-            if base.endswith(".json") or not base.endswith(".tar"):
-                manifest = base if base.endswith(".json") else storage.join(base, "manifest.json")
-                try:
-                    data = json.loads(storage.read_text(manifest))
-                except json.JSONDecodeError as err:
-                    raise UserError(f"{manifest}: not a JSON manifest ({err})") from None
-                root = manifest.rsplit("/", 1)[0] if "/" in manifest else "."
-                shards = data.get("shards", [])
-                out += [storage.join(root, s["name"]) for s in shards]
-                if samples is not None:
-                    samples += int(data.get("samples", sum(int(s.get("samples", 0)) for s in shards)))
-            else:
-                out.append(url)
-                samples = None
-    if not out:
-        raise UserError(f"no shards found in {items!r}")
-    return ShardSet(out, samples)
-
+#: Largest shard read whole for its sha256 check (a 1,000-face shard of 256 px crops is ~25 MB).
+MAX_VERIFIED_SHARD_BYTES = 1 << 30
+#: Pixels a stored crop's image may claim in its header, per pixel of the pack's crop (decompression bombs).
+MAX_PIXELS_PER_CROP_PIXEL = 16
 
 def resolve_shards(urls: str | Iterable[str]) -> list[str]:
-    """The shard URLs of :func:`resolve_dataset`."""
+    """The shard URLs of :func:`superfan.data.manifest.resolve_dataset`."""
     return resolve_dataset(urls).shards
 
 
@@ -150,6 +100,16 @@ def _round_robin(lists: list[list[Any]]) -> Iterator[Any]:
                 yield x[i]
 
 
+def _yaw_of(sample: dict[str, Any]) -> float | None:
+    """A raw sample's yaw for the validation cap's pose bins (None: unknown or unreadable; the sample is
+    judged later, in :meth:`FaceStream.faces`)."""
+    try:
+        yaw = json.loads(sample["json"]).get("yaw")
+        return None if yaw is None or not math.isfinite(float(yaw)) else float(yaw)
+    except Exception:  # noqa: BLE001 - any malformed json member: unknown yaw here, a bad sample later
+        return None
+
+
 def _worker() -> tuple[int, int]:
     info = torch.utils.data.get_worker_info()
     return (info.id, info.num_workers) if info is not None else (0, 1)
@@ -166,16 +126,21 @@ class FaceStream:
     """The per-reader pipeline stages, bound to one config; a ``webdataset.DataPipeline`` chains them."""
 
     def __init__(
-        self, shards: list[str], cfg: Config, *, train: bool, rank: int, world_size: int, seed: int,
+        self, found: ShardSet, cfg: Config, *, train: bool, rank: int, world_size: int, seed: int,
         epoch: int, real_world: bool, resample: bool, repeat: bool = False, limit: int | None = None,
     ) -> None:  # fmt: skip
-        self.shards, self.cfg, self.train = shards, cfg, train
+        self.found, self.shards, self.cfg, self.train = found, found.shards, cfg, train
         self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, epoch
         self.real_world, self.resample, self.repeat, self.limit = real_world, resample, repeat, limit
+        self.max_pixels = MAX_PIXELS_PER_CROP_PIXEL * found.crop_size**2
         self._sample_slot: tuple[int, int] | None = None
-        self._yielded = self._count = 0
-        self._seen = self._skipped = self._pending = 0  # bad-sample accounting of this reader
-        self._first_bad = ""
+        self._capacity: int | None = None  # distinct samples this reader can read (from the manifests)
+        self._yielded = 0
+        # Distinct-sample accounting of this reader (superfan.data.badsamples): a sample drawn twice counts once.
+        self._good: set[tuple[str, str]] = set()
+        self._bad: dict[tuple[str, str], str] = {}
+        self._pending: list[tuple[str, str, str]] = []  # bad samples not yet reported with a batch
+        self._skipped_shards: set[str] = set()
 
     def _seed(self, tag: str) -> list[int]:
         wid, _ = _worker()
@@ -188,30 +153,39 @@ class FaceStream:
         if len(self.shards) >= slots:
             mine = self.shards[self.rank :: self.world_size][wid::nw]
             self._sample_slot = None
+            declared = [self.found.entry(u).samples for u in mine]
+            self._capacity = None if None in declared else sum(declared)  # type: ignore[arg-type]
         else:
             mine = list(self.shards)
             self._sample_slot = (slot, slots)
+            declared = [self.found.entry(u).samples for u in mine]
+            self._capacity = None if None in declared else sum((n - slot + slots - 1) // slots for n in declared)  # type: ignore[operator]
         if not self.train:
             yield from ({"url": u} for u in mine)
             return
         rng = random.Random(repr(self._seed("shards")))
-        if self.resample:
-            while True:
-                yield {"url": mine[rng.randrange(len(mine))]}
-        for _ in itertools.count() if self.repeat else range(1):
-            before, self._count = self._yielded, 0
-            order = list(mine)
-            rng.shuffle(order)
-            yield from ({"url": u} for u in order)
-            if self._yielded == before:  # a whole pass gave nothing: repeating would spin forever
-                wid, _ = _worker()
-                raise UserError(f"rank {self.rank} (loader worker {wid}): its shards {mine} hold no samples")
+        drawn: set[str] = set()
+        for _ in itertools.count() if self.repeat or self.resample else range(1):
+            before = self._yielded
+            if self.resample:  # a "pass" of as many draws (with replacement) as the reader has shards
+                order = [mine[rng.randrange(len(mine))] for _ in mine]
+            else:
+                order = list(mine)
+                rng.shuffle(order)
+            for url in order:
+                drawn.add(url)
+                yield {"url": url}
+            if self._yielded == before and drawn >= set(mine) and (not self.resample or self._yielded == 0):
+                # Every shard was read and gave nothing: repeating would spin forever.
+                why = "were all skipped (data.verify: skip)" if self._skipped_shards >= set(mine) else "hold no samples"
+                raise UserError(f"rank {self.rank} (loader worker {wid}): its shards {mine} {why}")
 
     def split_samples(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        """Sample-level split when there are too few shards for a shard-level one (see the plan)."""
+        """Sample-level split when there are too few shards for a shard-level one (see the plan): every
+        ``slots``-th sample *of each shard* by its index in the shard, so the readers stay disjoint whatever
+        order each of them reads the shards in."""
         for sample in src:
-            count, self._count = self._count, self._count + 1  # restarted by shard_urls at each pass
-            if self._sample_slot is None or count % self._sample_slot[1] == self._sample_slot[0]:
+            if self._sample_slot is None or sample["__index__"] % self._sample_slot[1] == self._sample_slot[0]:
                 self._yielded += 1
                 yield sample
 
@@ -230,11 +204,8 @@ class FaceStream:
         per_bin = math.ceil(quota / len(edges))
         buckets: list[list[dict[str, Any]]] = [[] for _ in range(len(edges) + 1)]  # last: unknown yaw
         for sample in src:
-            try:
-                yaw = json.loads(sample["json"]).get("yaw")
-            except (ValueError, KeyError, AttributeError):
-                yaw = None
-            b = -1 if yaw is None else int(pose_bin(float(yaw), edges))
+            yaw = _yaw_of(sample)
+            b = -1 if yaw is None else int(pose_bin(yaw, edges))
             bucket = buckets[b]  # -1 = the unknown-yaw bucket
             if len(bucket) < quota:
                 bucket.append(sample)
@@ -258,14 +229,17 @@ class FaceStream:
     def faces(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         rng = np.random.default_rng(self._seed("augment"))
         for s in src:
+            where = (str(s.get("__url__", "?")), str(s.get("__key__", "?")))
+            if where in self._bad:
+                continue  # drawn again by a resampled stream: skipped, but warned about and counted once
             params = sample_params(rng, self.cfg.augment) if self.train else IDENTITY
             try:
                 face = self._face(s, params)
-            except (ValueError, TypeError, KeyError, OSError) as err:  # PIL, json and numpy raise these
-                self._bad(s.get("__url__", "?"), s.get("__key__", "?"), err)
+            except Exception as err:  # noqa: BLE001 - whatever decoding a sample raises, it is one bad sample
+                self._bad_sample(*where, err)
                 continue
-            self._seen += 1
-            face["skipped"], self._pending = self._pending, 0
+            self._good.add(where)
+            face["bad_samples"], self._pending = self._pending, []
             yield face
 
     def _face(self, s: dict[str, Any], params: Any) -> dict[str, Any]:
@@ -273,39 +247,48 @@ class FaceStream:
         if "hr.jpg" not in s:
             found = sorted(k for k in s if not k.startswith("__"))
             raise KeyError(f"no hr.jpg member (found {', '.join(found) or 'nothing'})")
+        if "json" not in s:
+            raise ValueError("no json member")
         meta = json.loads(s["json"])
+        if not isinstance(meta, dict):
+            raise ValueError(f"the json member is not an object (got {type(meta).__name__})")
         lm = meta.get("landmarks")
         pts = None if lm is None else np.asarray(lm, dtype=np.float64).reshape(NUM_LANDMARKS, 2)
         if pts is not None and not np.isfinite(pts).all():
             raise ValueError("landmarks hold NaN/inf")
-        img, out_pts = warp_face(s["hr.jpg"], tuple(meta["bbox"]), pts, params, self.cfg.augment)
+        box = tuple(float(v) for v in meta["bbox"])
+        if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
+            raise ValueError(f"bbox must be 4 finite numbers x0 < x1, y0 < y1 (got {meta['bbox']!r})")
+        img, out_pts = warp_face(s["hr.jpg"], box, pts, params, self.cfg.augment, max_pixels=self.max_pixels)
         yaw = meta.get("yaw")
-        yaw = math.nan if yaw is None else (-float(yaw) if params.flip else float(yaw))
+        yaw = math.nan if yaw is None else float(yaw)
+        if not math.isfinite(yaw) and meta.get("yaw") is not None:
+            raise ValueError(f"yaw {meta.get('yaw')!r} is not a finite number")
         return {
             "img": img,
             "landmarks": np.full((NUM_LANDMARKS, 2), np.nan) if out_pts is None else out_pts,
             "jitter": params.jitter,
-            "yaw": yaw,
-            "pose_source": meta.get("pose_source"),
+            "yaw": -yaw if params.flip else yaw,
+            "pose_source": meta.get("pose_source") if isinstance(meta.get("pose_source"), str) else None,
             "key": s["__key__"],
+            "url": s.get("__url__", "?"),
         }
 
-    def _bad(self, url: str, key: str, err: BaseException) -> bool:
-        """Skip one bad sample: a warning naming shard and key, a count that travels with the next batch
-        (``skipped_samples``), and a stop once more than ``data.max_bad_fraction`` of what this reader read
-        was bad (judged after a few dozen samples, so one early bad face does not stop a run)."""
-        self._skipped += 1
-        self._pending += 1
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        log.warning("skipped bad sample %s in %s: %s", key, url, reason)
-        self._first_bad = self._first_bad or f"{key} in {url}: {reason}"
-        total = self._seen + self._skipped
+    def _bad_sample(self, url: str, key: str, err: BaseException) -> bool:
+        """Skip one bad sample: a warning naming shard and key, counted once (``skipped_samples`` travels with
+        the next batch), and a stop once this reader alone shows the data is bad (:func:`badsamples.too_bad`
+        over the distinct samples it read; the training loop makes the same check over all readers)."""
+        why = badsamples.reason(err)
+        self._bad[(url, key)] = why
+        self._pending.append((url, key, why))
+        log.warning("skipped bad sample %s in %s: %s", key, url, why)
+        bad, total = len(self._bad), len(self._bad) + len(self._good)
         limit = self.cfg.data.max_bad_fraction
-        if total >= BAD_FRACTION_MIN_SAMPLES and self._skipped > limit * total:
-            raise BadData(
-                f"{self._skipped} of {total} samples read could not be used (above data.max_bad_fraction "
-                f"{limit:g}): the data is bad, not a sample; first: {self._first_bad}"
-            )
+        read_all = self._capacity is not None and total >= self._capacity  # the whole share: no sampling error
+        enough = total >= badsamples.MIN_SAMPLES
+        if (read_all and bad > limit * total) or (enough and badsamples.too_bad(bad, total, limit)):
+            (first_url, first_key), first_why = next(iter(self._bad.items()))
+            raise BadData(badsamples.stop_message(bad, total, limit, f"{first_key} in {first_url}: {first_why}"))
         return True  # webdataset's handler convention: go on
 
     def read_tar(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -314,9 +297,43 @@ class FaceStream:
         def handler(err: BaseException) -> bool:
             if not isinstance(err, BadSample):
                 return False
-            return self._bad(getattr(err, "url", "") or "?", getattr(err, "member", "") or "?", err)
+            return self._bad_sample(getattr(err, "url", "") or "?", getattr(err, "member", "") or "?", err)
 
-        yield from tar_samples(src, handler=handler)
+        for item in src:
+            for index, sample in enumerate(tar_samples([item], handler=handler, opener=self._open_shard)):
+                sample["__index__"] = index
+                yield sample
+
+    def _open_shard(self, url: str) -> IO[bytes] | None:
+        """A shard to read: checked against its manifest's sha256 and size first (``data.verify``), or
+        ``None`` to leave it out (``skip``). Shards the manifest says nothing about stream unchecked."""
+        from superfan.data.tarstream import open_shard
+
+        entry = self.found.entry(url)
+        mode = self.cfg.data.verify
+        if mode == "off" or entry.sha256 is None or entry.bytes is None:
+            return open_shard(url)
+        if url in self._skipped_shards:
+            return None
+        if entry.bytes > MAX_VERIFIED_SHARD_BYTES:
+            raise ConfigError(
+                f"{url}: {entry.bytes} bytes, above the {MAX_VERIFIED_SHARD_BYTES} a shard may have to be "
+                "checked in memory; repack with a smaller --shard-size, or set data.verify: off"
+            )
+        with open_shard(url) as f:
+            data = f.read(entry.bytes + 1)  # one byte more than promised is enough to see a longer file
+        digest = hashlib.sha256(data).hexdigest()
+        if len(data) == entry.bytes and digest == entry.sha256:
+            return io.BytesIO(data)
+        msg = (
+            f"{url}: does not match its manifest (sha256 {digest[:12]}..., {len(data)} bytes; the manifest "
+            f"says {entry.sha256[:12]}..., {entry.bytes} bytes): the shard changed after it was packed"
+        )
+        if mode == "skip":
+            self._skipped_shards.add(url)
+            log.warning("skipped shard %s (data.verify: skip)", msg)
+            return None
+        raise IntegrityError(f"{msg}; repack it, or set data.verify: skip to train without it")
 
     @staticmethod
     def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -329,8 +346,9 @@ class FaceStream:
             "yaw": torch.tensor([s["yaw"] for s in samples], dtype=torch.float32),
             "pose_source": [s["pose_source"] for s in samples],
             "key": [s["key"] for s in samples],
+            "url": [s["url"] for s in samples],
             "jitter": torch.tensor([s["jitter"] for s in samples], dtype=torch.float32),
-            "skipped_samples": sum(int(s["skipped"]) for s in samples),
+            "bad_samples": [b for s in samples for b in s["bad_samples"]],
         }
 
     # 5. per batch: jitter, degradation, heatmaps
@@ -345,12 +363,11 @@ class FaceStream:
             heat = points_to_heatmaps(b["landmarks"], size, fan.heatmap_size, fan.sigma)
             yield {"hr": hr, "lr": lr, "landmarks": b["landmarks"], "heatmaps": heat,
                    "has_landmarks": b["has_landmarks"], "yaw": b["yaw"], "pose_source": b["pose_source"],
-                   "key": b["key"], "skipped_samples": b["skipped_samples"]}  # fmt: skip
+                   "key": b["key"], "url": b["url"], "bad_samples": b["bad_samples"]}  # fmt: skip
 
     def pipeline(self, batches_per_worker: int | None) -> Any:
         import webdataset as wds
 
-        register_s3_handler()
         stages = [
             self.shard_urls,
             self.read_tar,
@@ -367,6 +384,20 @@ class FaceStream:
         return pipe
 
 
+def _worker_message(err: BaseException) -> str:
+    """The original one-line message of an error a DataLoader worker raised (torch wraps it as "Caught X in
+    DataLoader worker process 0. Original Traceback ... X: message")."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return text
+    name = type(err).__name__
+    for line in reversed(text.strip().splitlines()):
+        head, sep, rest = line.partition(": ")
+        if sep and head.rsplit(".", 1)[-1] == name:
+            return rest
+    return text.strip().splitlines()[-1]
+
+
 class Loader:
     """An iterable of contract batches: a torch DataLoader over the pipeline, cut to an exact batch count."""
 
@@ -375,7 +406,10 @@ class Loader:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         it = iter(self.loader)
-        return it if self.batches is None else islice(it, self.batches)
+        try:
+            yield from (it if self.batches is None else islice(it, self.batches))
+        except UserError as err:  # from a DataLoader worker: torch re-raises it with the worker's traceback inside
+            raise type(err)(_worker_message(err)) from None
 
     def __len__(self) -> int:
         if self.batches is None:
@@ -416,7 +450,7 @@ def make_loader(
     per_worker = None if total is None else math.ceil(total / max(nw, 1))
     rw = (cfg.degrade.real_world if train else False) if real_world is None else bool(real_world)
     stream = FaceStream(
-        found.shards, cfg, train=train, rank=rank, world_size=world_size, seed=seed, epoch=epoch, real_world=rw,
+        found, cfg, train=train, rank=rank, world_size=world_size, seed=seed, epoch=epoch, real_world=rw,
         resample=resample, repeat=total is not None, limit=None if train else cfg.data.val_samples,
     )  # fmt: skip
     loader = torch.utils.data.DataLoader(

@@ -3,7 +3,7 @@
 Why not ``webdataset.tarfile_to_samples``: it walks the stream with :mod:`tarfile`, whose header parsing
 (``TarInfo.frombuf``, every field decoded) cost ~0.1 ms per sample in the stream's profile, a tenth of
 the whole per-sample budget (``superfan bench data``). Shards need only name, size and type, so this
-reader parses just those, from the same byte stream (local file, ``s3://`` through ``webdataset.gopen``).
+reader parses just those, from the same byte stream (a local file or an ``s3://`` GET, :mod:`superfan.storage`).
 
 It reads POSIX ustar, pax (``x`` records override ``path``/``size``; ``g`` global records are skipped)
 and GNU long names (``L``), i.e. what :mod:`tarfile` (pax by default), GNU tar and webdataset's own
@@ -19,7 +19,7 @@ block after its members, raises :class:`TruncatedTar`; both are :class:`~superfa
 naming the shard and the member. With a ``handler`` (webdataset's convention: return ``True`` to go on),
 :func:`tar_samples` drops the sample concerned and continues (after an oversized member, with the next
 one; after a truncation, with the next shard). Every URL passes :func:`superfan.storage.check_url` first,
-so a config cannot make webdataset run a command (``pipe:``).
+so a config cannot make a reader run a command (``pipe:``); shards are read through :mod:`superfan.storage`.
 """
 
 from __future__ import annotations
@@ -250,18 +250,30 @@ def _split_key(name: str) -> tuple[str, str] | None:
 
 
 def open_shard(url: str) -> IO[bytes]:
-    """Open one shard through ``webdataset.gopen`` (``s3://`` via our storage layer once registered),
-    after :func:`superfan.storage.check_url` (no command-running URLs, also after ``GOPEN_REWRITE``)."""
-    from webdataset.gopen import gopen
-
+    """Open one shard for reading, after :func:`superfan.storage.check_url` (no command-running URLs, also
+    after ``GOPEN_REWRITE``): local paths and ``s3://`` through :func:`superfan.storage.open_read` (S3 reads
+    resume after a cut connection); other schemes only when the user opted in to them
+    (``SUPERFAN_ALLOW_PIPE_URLS=1``), through ``webdataset.gopen``, which knows how to run them."""
     storage.check_url(url)
-    return gopen(url, "rb")
+    scheme = url.split(":", 1)[0].lower() if ":" in url.split("/", 1)[0] else ""
+    if scheme in storage.COMMAND_SCHEMES:
+        from webdataset.gopen import gopen
+
+        return gopen(url, "rb")
+    return storage.open_read(url.removeprefix("file://") if scheme == "file" else url)
 
 
 def tar_samples(
-    src: Iterable[dict[str, Any]], *, max_member: int | None = None, handler: Handler | None = None
+    src: Iterable[dict[str, Any]],
+    *,
+    max_member: int | None = None,
+    handler: Handler | None = None,
+    opener: Callable[[str], IO[bytes] | None] = open_shard,
 ) -> Iterator[dict[str, Any]]:
     """WebDataset stage: ``{"url": ...}`` items -> samples ``{"__key__", "__url__", ext: bytes, ...}``.
+
+    ``opener`` opens a shard (default :func:`open_shard`); returning ``None`` leaves the shard out (the
+    stream's sha256 check under ``data.verify: skip``).
 
     A :class:`~superfan.errors.BadSample` (oversized member, truncated stream) raises, unless ``handler``
     returns ``True`` for it: then the sample it belongs to is dropped (the handler's call is the one count
@@ -271,7 +283,9 @@ def tar_samples(
     limit = max_member_bytes() if max_member is None else max_member
     for item in src:
         url = item["url"]
-        stream = open_shard(url)
+        stream = opener(url)
+        if stream is None:
+            continue
         try:
             current: dict[str, Any] | None = None
             bad_key: str | None = None

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from superfan.sweep_report.curves import bin_keys, bin_label
-from superfan.sweep_report.trials import DIVERGED, ERROR, FINISHED, STOPPED, Experiment, finite, short_name
+from superfan.sweep_report.trials import BAD_DATA, DIVERGED, ERROR, FINISHED, STOPPED, Experiment, finite, short_name
 
 FIGURES = (
     ("curves.png", "Learning curves", "validation AUC (balanced and per pose bin) and PSNR of every trial by epoch; "
@@ -126,11 +126,12 @@ def trials_section(exp: Experiment) -> str:
         if show_hours:
             line.append(r.get("device_hours"))
         body.append(line)
-    counts = {s: sum(1 for r in rows if r["status"] == s) for s in (FINISHED, STOPPED, DIVERGED, ERROR)}
+    counts = {s: sum(1 for r in rows if r["status"] == s) for s in (FINISHED, STOPPED, DIVERGED, BAD_DATA, ERROR)}
     running = len(rows) - sum(counts.values())
+    bad_data = f" {counts[BAD_DATA]} stopped on bad data," if counts[BAD_DATA] else ""
     summary = (
         f"{len(rows)} trials: {counts[FINISHED]} finished, {counts[STOPPED]} stopped by ASHA, "
-        f"{counts[DIVERGED]} diverged, {counts[ERROR]} errored, {running} running or pending."
+        f"{counts[DIVERGED]} diverged,{bad_data} {counts[ERROR]} errored, {running} running or pending."
     )
     wall = sum(r.get("wall_s") or 0.0 for r in rows)
     cost = f" Trial time in all: {_duration(wall)}"
@@ -140,7 +141,8 @@ def trials_section(exp: Experiment) -> str:
     note = (
         f"Metrics are each trial's best report by `{exp.metric}` (epoch in *best at*); *epochs* is the last "
         f"epoch reached (of {exp.total_epochs}). STOPPED (ASHA): ended early by the scheduler; DIVERGED: a "
-        "non-finite training step (NaN metrics)."
+        "non-finite training step (NaN metrics); BAD DATA: stopped by its data (too many bad samples, or a "
+        "shard that fails its manifest's sha256)."
     )
     text = f"## Trials\n\n{summary}{cost}.\n\n{table(header, body)}\n\n{note}"
     return text + ("\n\nErrors:\n" + "\n".join(errors) if errors else "")

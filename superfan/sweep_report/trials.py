@@ -35,6 +35,7 @@ REPORT_KEYS = (
 )
 #: What a trial ended as, beyond Tune's own statuses (TERMINATED, ERROR, RUNNING, PENDING, PAUSED).
 DIVERGED = "DIVERGED"
+BAD_DATA = "BAD DATA"
 STOPPED = "STOPPED (ASHA)"
 FINISHED = "TERMINATED"
 ERROR = "ERROR"
@@ -68,10 +69,13 @@ def last_epoch(records: Sequence[Mapping[str, Any]]) -> int:
 
 
 def trial_status(records: Sequence[Mapping[str, Any]], tune_status: str, total_epochs: int | None) -> str:
-    """What the table says about a trial: ``DIVERGED`` (it reported ``diverged``), ``STOPPED (ASHA)`` (Tune
-    ended it before its last epoch), else Tune's status (``TERMINATED``, ``ERROR``, ``RUNNING``, ...)."""
+    """What the table says about a trial: ``DIVERGED`` (it reported ``diverged``), ``BAD DATA`` (it stopped on
+    its data: ``data_error``), ``STOPPED (ASHA)`` (Tune ended it before its last epoch), else Tune's status
+    (``TERMINATED``, ``ERROR``, ``RUNNING``, ...)."""
     if any(r.get("diverged") is True for r in records):
         return DIVERGED
+    if any(isinstance(r.get("data_error"), str) for r in records):
+        return BAD_DATA
     if tune_status == FINISHED and total_epochs and records and last_epoch(records) < total_epochs:
         return STOPPED
     return tune_status

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from superfan.config import StageConfig, load_config
+    from superfan.config import StageConfig, load_config, revalidated
 
     overrides = list(args.overrides or [])
     if args.workers is not None:
@@ -51,13 +51,16 @@ def _config(args: argparse.Namespace) -> Any:
     if not cfg.data.train:
         raise UserError("no training data: pass --data URL (shards, brace pattern or manifest.json)")
     if args.what == "fan":
-        fan_stages = [s for s in cfg.stages if s.kind == "fan"]
-        if not fan_stages:
-            fan_stages = [StageConfig(name="teacher", kind="fan", epochs=args.epochs or 30)]
-            cfg.stages = fan_stages + list(cfg.stages)
-        elif args.epochs:
-            for s in fan_stages:
-                s.epochs = args.epochs
+        if not any(s.kind == "fan" for s in cfg.stages):
+            cfg.stages = [StageConfig(name="teacher", kind="fan", epochs=30), *cfg.stages]
+        if args.epochs is not None:  # validated like the config: 0 or -1 is one line, not ignored
+
+            def set_epochs(data: dict[str, Any]) -> None:
+                for stage in data["stages"]:
+                    if stage["kind"] == "fan":
+                        stage["epochs"] = args.epochs
+
+            cfg = revalidated(cfg, "--epochs", set_epochs)
     return cfg
 
 
@@ -74,7 +77,7 @@ def _failure_line(err: BaseException) -> str:
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     from superfan.train.stages import NEEDS_TEACHER
-    from superfan.train.trainer import build_trainer, checkpoint_url, preflight, resolve_stages
+    from superfan.train.trainer import build_trainer, checkpoint_url, preflight, raise_data_error, resolve_stages
 
     cfg = _config(args)
     stages = None
@@ -106,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
             result = trainer.fit()
         except ray.train.TrainingFailedError as err:
             raise UserError(f"training failed: {_failure_line(err)}") from None
+    raise_data_error(result.metrics)
     metrics = {k: v for k, v in (result.metrics or {}).items() if not k.startswith("_")}
     print(json.dumps(metrics, indent=2, default=str))
     if result.checkpoint is not None:

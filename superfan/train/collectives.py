@@ -73,3 +73,39 @@ def broadcast_object(obj: Any, rank: int, src: int = 0) -> Any:
     box = [obj if rank == src else None]
     dist.broadcast_object_list(box, src=src, device=collective_device())
     return box[0]
+
+
+def sum_across_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Each value summed over the ranks (every rank must pass the same keys)."""
+    dist = _dist()
+    if dist is None or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=collective_device())
+    dist.all_reduce(t)
+    return dict(zip(keys, t.cpu().tolist(), strict=True))
+
+
+#: What a rank found when it asked its loader for the next batch (:func:`agree_on_batch`).
+GOT_BATCH, EXHAUSTED, FAILED = 0, 1, 2
+
+
+def agree_on_batch(status: int, failure: BaseException | None = None) -> tuple[int, BaseException | None]:
+    """Whether every rank got its next batch, decided together: the worst status of any rank, and on
+    ``FAILED`` the failure of the lowest failing rank, on every rank.
+
+    A data error on one rank (a bad shard, a stream that found the data bad) must stop all ranks at the
+    same step: the others are otherwise left waiting in the next gradient all-reduce, and a rank that
+    returns alone leaves them there until the backend's timeout. One all-reduce of one number per step
+    (the failure itself travels only when there is one)."""
+    dist = _dist()
+    if dist is None:
+        return status, failure
+    t = torch.tensor([float(status)], dtype=torch.float64, device=collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    worst = int(t.item())
+    if worst != FAILED:
+        return worst, None
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, failure)
+    return FAILED, next(f for f in gathered if f is not None)

@@ -20,7 +20,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -30,9 +30,20 @@ from torch import nn
 from superfan import storage
 from superfan.checkpoint import load_checkpoint, models_from_checkpoint, save_checkpoint, state_fingerprint, strip_ddp
 from superfan.config import Config, StageConfig, from_dict, is_checkpoint_ref
+from superfan.data import badsamples
+from superfan.data.badsamples import SampleLedger
 from superfan.data.stream import batches_per_epoch
-from superfan.errors import BadData, ConfigError, TrainingDiverged
-from superfan.train.collectives import broadcast_object, mean_across_ranks, min_max_across_ranks
+from superfan.errors import BadData, ConfigError, IntegrityError, TrainingDiverged, UserError
+from superfan.train.collectives import (
+    EXHAUSTED,
+    FAILED,
+    GOT_BATCH,
+    agree_on_batch,
+    broadcast_object,
+    mean_across_ranks,
+    min_max_across_ranks,
+    sum_across_ranks,
+)
 from superfan.train.stages import NEEDS_TEACHER, STAGE_SPECS, Nets, StageRunner, build_nets, params_finite
 
 LoaderFactory = Callable[..., Iterable[dict[str, Any]]]
@@ -219,6 +230,7 @@ def run_training(
     perceptual_pretrained = bool(getattr(nets.perceptual, "pretrained", False)) if nets.perceptual else False
     perceptual_weights = getattr(nets.perceptual, "weights_source", None) if nets.perceptual else None
     spe = batches_per_epoch(cfg, world_size)
+    ledger = SampleLedger()  # distinct samples read and bad, over every epoch of this run
     last: dict[str, Any] = {}
     last_val: dict[str, Any] = {}
 
@@ -242,14 +254,11 @@ def run_training(
             for epoch in range(first_epoch, stage.epochs):
                 t0 = time.perf_counter()
                 sums: dict[str, float] = {}
-                skipped = 0
                 n = 0
                 loader = loader_factory(cfg, train=True, rank=rank, world_size=world_size, epoch=global_epoch)
-                for i, batch in enumerate(loader):
-                    if i >= spe:
-                        break
+                for i, batch in enumerate(_agreed_batches(loader, spe)):
+                    ledger.add(batch)
                     losses = runner.step(batch)
-                    skipped += int(batch.get("skipped_samples", 0))
                     for k, v in losses.items():
                         sums[k] = sums.get(k, 0.0) + v
                     n += 1
@@ -274,8 +283,7 @@ def run_training(
                 if fewest != most:  # batches_per_epoch makes this impossible; a silent mismatch would hang DDP
                     raise RuntimeError(f"ranks took {fewest:.0f} to {most:.0f} steps in one epoch (expected {spe})")
                 train = mean_across_ranks({k: v / max(n, 1) for k, v in sums.items()})
-                skipped = round(mean_across_ranks({"skipped": float(skipped)})["skipped"] * world_size)
-                _check_bad_fraction(cfg, skipped, n * cfg.data.batch_size * world_size, stage.name, epoch + 1)
+                skipped = _check_bad_fraction(cfg, ledger, stage.name, epoch + 1)
                 if cfg.data.val:
                     last_val = _run_validation(stage.kind, nets, cfg, rank, device, loader_factory)
                 global_epoch += 1
@@ -326,13 +334,39 @@ def run_training(
     return last
 
 
-def _check_bad_fraction(cfg: Config, skipped: int, used: int, stage: str, epoch: int) -> None:
-    """The epoch-level guard of ``data.max_bad_fraction`` (each reader also stops itself early)."""
-    if skipped and skipped > cfg.data.max_bad_fraction * (skipped + used):
-        raise BadData(
-            f"stage {stage!r} epoch {epoch}: {skipped} of {skipped + used} training samples could not be used "
-            f"(above data.max_bad_fraction {cfg.data.max_bad_fraction:g}): the data is bad, not a sample"
-        )
+def _agreed_batches(loader: Iterable[dict[str, Any]], steps: int) -> Iterator[dict[str, Any]]:
+    """Up to ``steps`` batches of ``loader``, every rank stopping at the same step (see
+    :func:`superfan.train.collectives.agree_on_batch`): a data error on any rank is raised on all of them,
+    and a loader that runs out (a one-pass set of unknown length, world size 1) ends the epoch."""
+    batches = iter(loader)
+    for _ in range(steps):
+        batch, failure, status = None, None, GOT_BATCH
+        try:
+            batch = next(batches)
+        except StopIteration:
+            status = EXHAUSTED
+        except (BadData, IntegrityError, UserError) as err:
+            status, failure = FAILED, err
+        status, failure = agree_on_batch(status, failure)
+        if failure is not None:
+            raise failure
+        if status == EXHAUSTED or batch is None:
+            return
+        yield batch
+
+
+def _check_bad_fraction(cfg: Config, ledger: SampleLedger, stage: str, epoch: int) -> int:
+    """The run-level guard of ``data.max_bad_fraction``, over the distinct samples every rank has read so
+    far (each reader also stops itself once it alone shows the data is bad); the same decision on every
+    rank, from all-reduced counts. Returns the distinct bad samples of the whole run."""
+    bad, total = ledger.counts
+    summed = sum_across_ranks({"bad": float(bad), "total": float(total)})
+    bad, total = round(summed["bad"]), round(summed["total"])
+    limit = cfg.data.max_bad_fraction
+    if badsamples.too_bad(bad, total, limit):
+        first = ledger.first() or "on another rank"
+        raise BadData(badsamples.stop_message(bad, total, limit, first, where=f"stage {stage!r} epoch {epoch}: "))
+    return bad
 
 
 def _state(net: nn.Module | None) -> dict[str, torch.Tensor] | None:
@@ -417,6 +451,12 @@ def diverged_metrics(err: TrainingDiverged) -> dict[str, Any]:
     for k, v in dict(getattr(err, "metrics", None) or {"diverged": True, "diverged_reason": str(err)}).items():
         out[k] = math.nan if k.startswith("val_") else v
     return out
+
+
+def data_error_metrics(err: UserError) -> dict[str, Any]:
+    """The report of a run stopped by its data (too many bad samples, a shard that fails its sha256):
+    every validation metric NaN (never promoted) and ``data_error``, the one line the driver shows."""
+    return {**{k: math.nan for k in DIVERGED_NAN_KEYS}, "data_error": str(err), "data_error_kind": type(err).__name__}
 
 
 class RayReporter:
@@ -512,3 +552,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             sys.stdout.write(f"diverged: {err}\n")
             sys.stdout.flush()
         reporter(diverged_metrics(err), None)
+    except (BadData, IntegrityError) as err:
+        # The data, not the run: a retry reads the same bytes. Every rank gets here at the same step (the
+        # loop agrees on every batch, and the bad fraction is decided from all-reduced counts), reports
+        # it and returns: no worker traceback, no retry; the driver prints the one line (data_error).
+        reporter(data_error_metrics(err), None)

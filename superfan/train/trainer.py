@@ -133,6 +133,17 @@ def storage_location(url: str) -> tuple[str, Any]:
     return path, None
 
 
+def raise_data_error(metrics: dict[str, Any] | None, what: str = "training") -> None:
+    """A run that stopped on its data (``data_error`` in its last report; the workers do not raise, so
+    there is no traceback and no retry) becomes the driver's one-line error."""
+    from superfan.errors import BadData, IntegrityError
+
+    message = (metrics or {}).get("data_error")
+    if isinstance(message, str):
+        kind = IntegrityError if (metrics or {}).get("data_error_kind") == "IntegrityError" else BadData
+        raise kind(f"{what} stopped: {message}")
+
+
 def checkpoint_url(path: str, storage_root: str) -> str:
     """Ray reports S3 checkpoint paths without the scheme; give users a URL they can pass back in."""
     return f"s3://{path}" if storage.is_s3(storage_root) and not path.startswith("s3://") else path
