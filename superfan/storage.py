@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import random
+import re
 import shutil
 import tempfile
 import threading
@@ -387,12 +388,17 @@ class _S3Reader(io.RawIOBase):
             kwargs["IfMatch"] = self._etag
         if self._pos:
             kwargs["Range"] = f"bytes={self._pos}-"
-        try:
-            obj = _retrying(self.url, lambda: s3_client().get_object(**kwargs), retry=retry)
-        except StorageError as err:
-            if "PreconditionFailed" in str(err) or " 412" in str(err):
-                raise StorageError(f"{self.url}: the object changed while it was being read") from None
-            raise
+        def get() -> Any:
+            from botocore.exceptions import ClientError
+
+            try:
+                return s3_client().get_object(**kwargs)
+            except ClientError as err:
+                if _error_code(err) in {"PreconditionFailed", "412"}:
+                    raise StorageError(f"{self.url}: the object changed while it was being read") from None
+                raise
+
+        obj = _retrying(self.url, get, retry=retry)
         if self._etag is None:
             self._etag, self._size = obj.get("ETag"), int(obj.get("ContentLength", 0))
         body = obj["Body"]
@@ -476,6 +482,8 @@ def open_read(url: str | os.PathLike[str]) -> IO[bytes]:
         return open(url, "rb")  # noqa: SIM115 - the caller owns the handle
     except FileNotFoundError:
         raise StorageError(f"{url}: not found") from None
+    except OSError as err:
+        raise StorageError(f"{url}: cannot read ({err.strerror or err})") from None
 
 
 def exists(url: str | os.PathLike[str]) -> bool:
@@ -529,8 +537,23 @@ def write_bytes(url: str | os.PathLike[str], data: bytes) -> None:
     _write_local(url, lambda f: f.write(data))
 
 
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a rename or create in directory ``path`` durable: without it a power cut after ``os.replace``
+    can lose the new name even though the file's data was synced (POSIX keeps names in the directory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # a platform or filesystem that cannot open directories (the data itself is synced)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a directory; nothing more can be done there
+    finally:
+        os.close(fd)
+
+
 def _write_local(url: str, fill: Callable[[IO[bytes]], Any]) -> None:
-    """Write a temporary sibling with ``fill``, fsync it, then ``os.replace`` it over ``url``."""
+    """Write a temporary sibling with ``fill``, fsync it, ``os.replace`` it over ``url``, fsync the directory."""
     path = Path(url)
     tmp: str | None = None
     try:
@@ -542,6 +565,7 @@ def _write_local(url: str, fill: Callable[[IO[bytes]], Any]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = None
+        fsync_dir(path.parent)
     except OSError as err:
         raise StorageError(f"{url}: cannot write ({err.strerror or err})") from None
     finally:
@@ -607,10 +631,16 @@ def create_exclusive(url: str | os.PathLike[str], data: bytes) -> bool:
         return False
     except OSError as err:
         raise StorageError(f"{url}: cannot create ({err.strerror or err})") from None
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        fsync_dir(path.parent)
+    except OSError as err:  # disk full, quota...: the claim is not made, and no empty claim is left behind
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise StorageError(f"{url}: cannot write ({err.strerror or err})") from None
     return True
 
 
@@ -625,6 +655,8 @@ def download_file(url: str | os.PathLike[str], local: str | os.PathLike[str]) ->
         shutil.copyfile(url, local)
     except FileNotFoundError:
         raise StorageError(f"{url}: not found") from None
+    except OSError as err:
+        raise StorageError(f"{url}: cannot copy to {local} ({err.strerror or err})") from None
 
 
 def delete(url: str | os.PathLike[str]) -> None:
@@ -658,7 +690,10 @@ def _arrow_attempts(window: float) -> int:
 
 
 def pyarrow_fs(url: str | os.PathLike[str]) -> tuple[Any, str]:
-    """``(pyarrow.fs.FileSystem, path)`` for Ray's ``RunConfig(storage_path=..., storage_filesystem=...)``."""
+    """``(pyarrow.fs.FileSystem, path)`` for Ray's ``RunConfig(storage_path=..., storage_filesystem=...)``.
+
+    It holds no credentials (see the comment inside): what Ray pickles of it names the endpoint and region
+    only."""
     url = str(url)
     import pyarrow.fs as pafs
 
@@ -668,12 +703,10 @@ def pyarrow_fs(url: str | os.PathLike[str]) -> tuple[Any, str]:
         if ep:
             scheme, _, host = ep.partition("://")
             kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
-        if os.environ.get("AWS_ACCESS_KEY_ID"):
-            kwargs.update(
-                access_key=os.environ["AWS_ACCESS_KEY_ID"],
-                secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
-                session_token=os.environ.get("AWS_SESSION_TOKEN"),
-            )
+        # No keys here: pyarrow pickles explicitly given keys into the filesystem, and Ray pickles the
+        # filesystem into tuner.pkl and every experiment-state file it writes to the bucket. Without them,
+        # each process (driver, Train controller, workers) resolves its own credentials through the AWS
+        # default chain (environment, shared config, instance profile, IRSA), as boto3 does.
         kwargs["region"] = os.environ.get("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", "us-east-1"))
         kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=_arrow_attempts(retry_seconds()))
         kwargs["connect_timeout"] = 5.0
@@ -686,11 +719,33 @@ def pyarrow_fs(url: str | os.PathLike[str]) -> tuple[Any, str]:
 
 # ------------------------------------------------------------------------------ Ray's filesystem, retried
 
-#: Words of the AWS C++ SDK (through pyarrow) for a failure worth retrying: the endpoint is down or busy.
-_ARROW_TRANSIENT = (
-    "NETWORK_CONNECTION", "Could not connect", "curlCode", "Connection refused", "timed out", "Timeout",
-    "SlowDown", "Service Unavailable", "InternalError", "503", "500", "502", "504",
-)  # fmt: skip
+#: Error names of the AWS C++ SDK (``Aws::Client::CoreErrors`` and ``Aws::S3::S3Errors``, as pyarrow spells
+#: them in "AWS Error NAME during OP operation") worth retrying: the endpoint is down, slow or busy.
+_ARROW_TRANSIENT_ERRORS = frozenset({
+    "NETWORK_CONNECTION", "SERVICE_UNAVAILABLE", "THROTTLING", "SLOW_DOWN", "INTERNAL_FAILURE", "REQUEST_TIMEOUT",
+})  # fmt: skip
+_ARROW_ERROR = re.compile(r"AWS Error (?P<name>[A-Z_]+)(?: \(HTTP status (?P<status>\d+)\))? during ")
+
+
+def arrow_error_code(err: BaseException) -> tuple[str | None, int | None]:
+    """``(AWS SDK error name, HTTP status)`` of an error pyarrow's S3 filesystem raised, or ``(None, None)``
+    when it is not one (pyarrow reports S3 failures as ``OSError``: "AWS Error NETWORK_CONNECTION during
+    HeadObject operation: ..."; an unknown one as "AWS Error UNKNOWN (HTTP status 503) during ...")."""
+    found = _ARROW_ERROR.search(str(err))
+    if found is None:
+        return None, None
+    status = found.group("status")
+    return found.group("name"), int(status) if status else None
+
+
+def _arrow_transient(err: BaseException) -> bool:
+    """By type and error code, never by words anywhere in the message (a key named ``x_00500`` that does not
+    exist is a ``FileNotFoundError``, not a 500): missing paths and permissions are final."""
+    if not isinstance(err, OSError) or isinstance(err, FileNotFoundError | PermissionError | FileExistsError |
+                                                   IsADirectoryError | NotADirectoryError):  # fmt: skip
+        return False
+    name, status = arrow_error_code(err)
+    return name in _ARROW_TRANSIENT_ERRORS or status in _TRANSIENT_STATUS
 
 
 def _arrow_call(what: str, fn: Callable[[], T]) -> T:
@@ -702,7 +757,7 @@ def _arrow_call(what: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
         except OSError as err:
-            if not any(word in str(err) for word in _ARROW_TRANSIENT):
+            if not _arrow_transient(err):
                 raise
             retry = retry or _Retry(f"s3://{what}")
             if not retry.backoff(_one_line(str(err))):

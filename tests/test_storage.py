@@ -129,8 +129,61 @@ def test_local_upload_file_fsyncs_before_the_rename(tmp_path: Path, monkeypatch:
     storage.upload_file(src, tmp_path / "out" / "copy.bin")
     monkeypatch.undo()
     assert (tmp_path / "out" / "copy.bin").read_bytes() == src.read_bytes()
-    assert [e[0] for e in events] == ["fsync", "replace"] and events[0][1] == events[1][1], events
+    assert [e[0] for e in events] == ["fsync", "replace", "fsync"] and events[0][1] == events[1][1], events
+    assert events[2][1] == str(tmp_path / "out")  # then the directory, so the new name survives a power cut
     assert not list((tmp_path / "out").glob(".*tmp-*"))
+
+
+def test_local_writes_fsync_the_directory_after_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rename is durable only once its directory is synced: write_bytes and create_exclusive both do it."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    storage.write_bytes(tmp_path / "a" / "x.bin", b"x")
+    storage.create_exclusive(str(tmp_path / "b" / ".claim"), b"token")
+    monkeypatch.undo()
+    assert synced[1] == str(tmp_path / "a") and synced[-1] == str(tmp_path / "b"), synced
+
+
+def test_create_exclusive_that_cannot_write_leaves_no_claim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    url = tmp_path / "v0001" / ".claim"
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(StorageError) as err:
+        storage.create_exclusive(str(url), b"token")
+    monkeypatch.undo()
+    assert str(err.value) == f"{url}: cannot write (No space left on device)"
+    assert not url.exists()  # the next promoter can claim the number
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "transient"),
+    [
+        ("When getting information for key 'x' in bucket 'b': AWS Error NETWORK_CONNECTION during HeadObject "
+         "operation: curlCode: 7, Could not connect to server", ("NETWORK_CONNECTION", None), True),
+        ("When reading information for key 'k' in bucket 'b': AWS Error ACCESS_DENIED during HeadObject operation: "
+         "No response body.", ("ACCESS_DENIED", None), False),
+        ("When listing objects under key 'p_00500' in bucket 'b': AWS Error UNKNOWN (HTTP status 503) during "
+         "ListObjectsV2 operation: Service Unavailable", ("UNKNOWN", 503), True),
+        ("When getting information for key 'k_00500_503' in bucket 'b': AWS Error UNKNOWN (HTTP status 400) during "
+         "HeadObject operation: Timeout 500 503", ("UNKNOWN", 400), False),
+        ("disk says 500 Timeout", (None, None), False),
+    ],
+)
+def test_arrow_errors_are_classified_by_code_not_words(message: str, code: tuple, transient: bool) -> None:
+    err = OSError(message)
+    assert storage.arrow_error_code(err) == code
+    assert storage._arrow_transient(err) is transient
+    assert not storage._arrow_transient(FileNotFoundError(2, "Path does not exist 'b/x_00500'. Timeout 503"))
 
 
 def test_local_create_exclusive(tmp_path: Path) -> None:
@@ -270,6 +323,22 @@ def test_s3_stream_resumes_after_the_connection_is_cut(
         stream.close()
     assert hashlib.sha256(head + rest).digest() == hashlib.sha256(data).digest()
     assert any("stream cut at byte" in w for w in _retry_warnings(caplog, url)), caplog.text
+
+
+@pytest.mark.slow
+def test_a_permanent_error_on_a_key_with_500_in_it_fails_at_once(
+    s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ray's storage path (pyarrow through RetryingArrowFS) and ours: a missing key named ``..._00500`` is final."""
+    monkeypatch.setenv(storage.RETRY_SECONDS_ENV, "60")
+    caplog.set_level(logging.WARNING, logger="superfan.storage")
+    arrow, base = storage.pyarrow_fs("s3://superfan/permanent")
+    t0 = time.monotonic()
+    with pytest.raises(FileNotFoundError):
+        arrow.open_input_stream(f"{base}/checkpoint_00500/state_503.json")
+    with pytest.raises(StorageError, match="checkpoint_00500/x_503.json: not found"):
+        storage.read_bytes("s3://superfan/permanent/checkpoint_00500/x_503.json")
+    assert time.monotonic() - t0 < 5 and not _retry_warnings(caplog, "00500")
 
 
 @pytest.mark.slow
