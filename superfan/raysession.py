@@ -44,7 +44,6 @@ def _job_env() -> dict[str, str] | None:
 
 #: "1" brings Ray's own INFO logs back (``--verbose``); read by build_trainer for Train's LoggingConfig.
 VERBOSE_ENV = "SUPERFAN_VERBOSE"
-PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # ray.train.v2._internal.constants
 
 
 def verbose() -> bool:
@@ -64,6 +63,7 @@ def ray_session(*, verbose_logs: bool = False, **init_kwargs: Any) -> Iterator[b
     import ray
 
     from superfan.logs import show_warnings
+    from superfan.raycompat import PREEMPTION_WATCHER_ENV
 
     show_warnings()
     os.environ[VERBOSE_ENV] = "1" if verbose_logs else os.environ.get(VERBOSE_ENV, "0")

@@ -74,6 +74,10 @@ def run_trial(params: dict[str, Any], setup: dict[str, Any]) -> None:
 def _trainable(sweep: Sweep, teacher: str) -> Any:
     from ray import tune
 
+    from superfan.raycompat import keep_credentials_out_of_tune_runtime_env
+
+    keep_credentials_out_of_tune_runtime_env()  # trials resolve credentials where they run (see there)
+
     setup = {
         "config": sweep.config,
         "stages": sweep.stages,

@@ -81,14 +81,44 @@ def _result_rows(trial_dirs: list[str], read: Any) -> list[dict[str, Any]]:
 # -------------------------------------------------------------------------------------------------- S3
 
 
+def _leaks(data: bytes, secrets: list[str]) -> list[str]:
+    """Which of ``secrets`` appear in ``data``: raw, or hex-encoded as cloudpickle's state files write them."""
+    found = []
+    for secret in secrets:
+        raw = secret.encode()
+        forms = (raw, raw.hex().encode(), raw.hex().upper().encode())
+        if any(form in data for form in forms):
+            found.append(secret[:4] + "...")
+    return found
+
+
 def test_sweep_on_s3_promotes_a_verified_champion(s3_env: dict[str, str], sweep_yaml: Path, tmp_path: Path) -> None:
     from superfan import storage
     from superfan.champion import pull, verify_champion
     from superfan.checkpoint import load_checkpoint
 
     store = "s3://superfan/sweeps-test"
+    ray_tmp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's unix sockets live under it
     out = _sweep(["--config", str(sweep_yaml), "--storage", store, "--name", "s3-sweep", "--seed", "3"],
-                 _env(**s3_env), tmp_path / "s3.log")  # fmt: skip
+                 _env(**s3_env, RAY_TMPDIR=ray_tmp), tmp_path / "s3.log")  # fmt: skip
+    # As an attacker with read access to the bucket or the machine would: every object of the bucket and
+    # every file Ray left under its temp dir, read back byte for byte; no key id, no secret, raw or hex.
+    secrets = [s3_env["AWS_ACCESS_KEY_ID"], s3_env["AWS_SECRET_ACCESS_KEY"]]
+    leaked = {}
+    for rel in storage.list_files("s3://superfan"):
+        if found := _leaks(storage.read_bytes(f"s3://superfan/{rel}"), secrets):
+            leaked[f"s3://superfan/{rel}"] = found
+    scanned = 0
+    for path in Path(ray_tmp).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            scanned += 1
+            with contextlib.suppress(OSError):
+                if found := _leaks(path.read_bytes(), secrets):
+                    leaked[str(path)] = found
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert scanned > 20 and not leaked, leaked
+    state = [p for p in storage.list_files(f"{store}/sweeps/s3-sweep") if "experiment_state" in p or "tuner.pkl" in p]
+    assert state, "Tune's pickled state was not found in the bucket: the scan above proves nothing"
     assert "packing 32 synthetic faces" in out and "teacher FAN: training 1 epochs" in out
     assert "AUC [0,30)" in out and "AUC balanced" in out  # the results table
     # Quiet logs: Train's per-report dumps stay off without --verbose (they print every metric of every epoch)

@@ -503,13 +503,12 @@ def quiet_train_logs() -> None:
     ..." through ``logging.getLogger(__file__)`` of its execution context (a logger named by a path, outside
     ``ray.train``), and "Checkpoint successfully created" from the worker's own ``ray.train`` loggers.
     """
+    from superfan.raycompat import train_report_logger_names
     from superfan.raysession import verbose
 
     if verbose():
         return
-    from ray.train.v2._internal.execution import context
-
-    for name in ("ray.train", context.__file__):
+    for name in train_report_logger_names():
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
