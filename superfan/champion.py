@@ -31,16 +31,16 @@ import math
 import os
 import re
 import shutil
-import signal
 import socket
 import tempfile
+import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from superfan import code_version, storage
+from superfan import code_version, faults, storage
 from superfan.errors import IntegrityError, StorageError, UserError
 from superfan.records import json_safe, now_iso, sha256_file
 
@@ -126,9 +126,10 @@ def _complete_versions(root: str) -> list[str]:
     return sorted((n for n in names if _VERSION.fullmatch(n)), key=lambda n: int(n[1:]))
 
 
-def _claim_version(root: str) -> str:
+def _claim_version(root: str, source: str) -> str:
     """The next free ``vNNNN`` under ``root``, claimed exclusively (see the module docstring)."""
-    token = json.dumps({"claim": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(), "at": now_iso()})
+    token = json.dumps({"claim": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(), "at": now_iso(),
+                        "epoch_s": time.time(), "source": source})  # fmt: skip
     versions = _versions(root)
     n = int(versions[-1][1:]) + 1 if versions else 1
     for _ in range(10_000):
@@ -137,6 +138,54 @@ def _claim_version(root: str) -> str:
             return version
         n += 1
     raise StorageError(f"{root}: could not claim a champion version (tried up to v{n:04d})")
+
+
+#: A claimed version without a manifest whose claim is this old is abandoned even if its promoter's process
+#: cannot be checked (another host): no promotion of a checkpoint takes a day.
+STALE_CLAIM_S = 24 * 3600.0
+
+
+def _abandoned(claim: dict[str, Any]) -> bool:
+    """Whether the promoter that wrote ``claim`` is gone: its process on this host no longer runs, or the
+    claim is older than :data:`STALE_CLAIM_S`."""
+    if time.time() - float(claim.get("epoch_s") or 0.0) > STALE_CLAIM_S:
+        return True
+    if claim.get("host") != socket.gethostname() or not isinstance(claim.get("pid"), int):
+        return False
+    try:
+        os.kill(claim["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, someone else's
+    return False
+
+
+def clean_abandoned(root: str) -> list[str]:
+    """Remove the files of versions a killed promoter left half-copied (claimed, no manifest, promoter gone).
+
+    The claim itself stays, so the number is never handed out again (a promoter still listing the old
+    files could otherwise delete a new one's). Returns the versions cleaned."""
+    files = storage.list_files(root)
+    by_version: dict[str, list[str]] = {}
+    for rel in files:
+        version, _, rest = rel.partition("/")
+        if rest and _VERSION.fullmatch(version):
+            by_version.setdefault(version, []).append(rest)
+    cleaned = []
+    for version, rels in sorted(by_version.items()):
+        if MANIFEST in rels or rels == [CLAIM] or CLAIM not in rels:
+            continue
+        try:
+            claim = json.loads(storage.read_text(storage.join(root, version, CLAIM)))
+        except (StorageError, ValueError):
+            continue
+        if isinstance(claim, dict) and _abandoned(claim):
+            for rel in rels:
+                if rel != CLAIM:
+                    storage.delete(storage.join(root, version, rel))
+            cleaned.append(version)
+    return cleaned
 
 
 def _publish_latest(root: str) -> str:
@@ -265,7 +314,9 @@ def promote(
         if done is not None:  # a resumed sweep that found nothing better, or a promoter killed after its manifest
             _publish_latest(root)
             return done
-        version = _claim_version(root)
+        for gone in clean_abandoned(root):
+            print(f"champion {name}: removed {gone}, left half-copied by a promoter that is gone", flush=True)
+        version = _claim_version(root, cand.checkpoint)
         dest = storage.join(root, version)
         entries = []
         with tempfile.TemporaryDirectory(prefix="superfan-promote-") as tmp:
@@ -276,7 +327,7 @@ def promote(
                 storage.upload_file(local, storage.join(dest, rel))
                 entries.append({"path": rel, "sha256": digest, "bytes": size})
                 local.unlink()
-                _fault_kill_in_promotion()
+                faults.kill_point("promotion.after_file")
         manifest = {
             "format": FORMAT,
             "name": name,
@@ -312,21 +363,6 @@ def _promoted(root: str, source: str) -> Champion | None:
         if manifest.get("source") == source:
             return Champion(url=url, version=version, manifest=manifest)
     return None
-
-
-def _fault_kill_in_promotion() -> None:
-    """Test hook (``SUPERFAN_DEBUG_FAULTS={"kill_in_promotion": MARKER}``): the first promotion to get here
-    SIGKILLs its own process after one file, as a crash mid-promotion would."""
-    raw = os.environ.get("SUPERFAN_DEBUG_FAULTS")
-    marker = json.loads(raw).get("kill_in_promotion") if raw else None
-    if not marker:
-        return
-    try:
-        with open(marker, "x") as f:
-            f.write("killed during promotion\n")
-    except FileExistsError:
-        return
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------------------- verify / pull
@@ -380,46 +416,123 @@ def resolve(url: str) -> str:
     latest = storage.join(url, LATEST)
     if storage.exists(latest):
         version = storage.read_text(latest).strip()
-        if not version:
-            raise IntegrityError(f"{latest}: empty pointer")
+        if not _VERSION.fullmatch(version):
+            raise IntegrityError(f"{latest}: names {version[:40]!r}, not a champion version (v0001, v0002, ...)")
         return storage.join(url, version)
     raise StorageError(f"{url}: no champion there (neither {MANIFEST} nor a '{LATEST}' pointer)")
 
 
-def pull(url: str, directory: str | os.PathLike[str], *, quiet: bool = False) -> dict[str, Any]:
-    """Download a champion into ``directory``, verify every sha256, then move it into place.
+#: Written into every directory ``pull`` fills: only a directory holding it may be replaced by a later pull.
+PULL_MARKER = ".superfan-pull.json"
 
-    The download lands in a temporary sibling directory and is renamed only after verification, so
-    ``directory`` is either the previous content or a complete, verified champion. A ``directory`` that
-    exists must be empty or hold an earlier champion (it is replaced).
+
+def _check_destination(dest: Path) -> None:
+    """Refuse (one line, nothing touched) a destination ``pull`` does not own: a file, or a non-empty
+    directory without :data:`PULL_MARKER` (a dataset, a checkout, a champion copied by hand...)."""
+    if not dest.exists():
+        return
+    if not dest.is_dir():
+        raise UserError(f"{dest}: exists and is not a directory; pull into a new or empty directory (nothing changed)")
+    if any(dest.iterdir()) and not (dest / PULL_MARKER).is_file():
+        raise UserError(
+            f"{dest}: not empty and not a champion pulled there (no {PULL_MARKER}); pull into a new or empty "
+            "directory (nothing changed)"
+        )
+
+
+@contextlib.contextmanager
+def _pull_lock(dest: Path) -> Iterator[None]:
+    """One pull into a parent directory at a time (``flock`` on the parent itself, so no lock file is left):
+    under it, any leftover of an earlier pull of ``dest`` belongs to a pull that is gone and may be removed."""
+    import fcntl
+
+    fd = os.open(dest.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _clean_leftovers(dest: Path) -> None:
+    """What a killed pull of ``dest`` left: its download (``.<name>.pull-*``), and, if it died between the two
+    renames of the fallback swap, the old champion (``.<name>.old-*``), which goes back into place."""
+    olds = sorted(dest.parent.glob(f".{dest.name}.old-*"))
+    if olds and not dest.exists():
+        olds.pop().rename(dest)
+    for left in [*olds, *dest.parent.glob(f".{dest.name}.pull-*")]:
+        shutil.rmtree(left, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+    platform or filesystem cannot, so the caller falls back to two renames."""
+    import ctypes
+    import errno
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}:
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _swap_in(new: Path, dest: Path) -> None:
+    """Put the verified download ``new`` at ``dest`` so that a kill at any point leaves the old or the new
+    champion whole at ``dest`` (or, between the fallback's two renames, the old one in a sibling that the next
+    pull puts back). Afterwards ``new`` holds the old champion, or nothing."""
+    if not dest.exists() or not any(dest.iterdir()):
+        new.rename(dest)  # rename(2) replaces an empty directory atomically
+    elif not _exchange(new, dest):
+        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+        dest.rename(old)
+        faults.kill_point("pull.between_renames")
+        new.rename(dest)
+        shutil.rmtree(old, ignore_errors=True)
+    storage.fsync_dir(dest.parent)
+
+
+def pull(url: str, directory: str | os.PathLike[str], *, quiet: bool = False) -> dict[str, Any]:
+    """Download a champion into ``directory``, verify every sha256, then swap it into place.
+
+    The download lands in a temporary sibling directory and replaces ``directory`` only after verification
+    (an atomic exchange where the OS has one), so ``directory`` is always either the previous champion or the
+    new one, whole. ``directory`` must be new, empty, or a champion an earlier ``pull`` put there (it holds
+    :data:`PULL_MARKER`); anything else is refused and left untouched. Leftovers of a killed pull are cleaned
+    up by the next one.
     """
     src = resolve(url)
     manifest = _read_manifest(src)
     dest = Path(directory).expanduser().absolute()
-    if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not (dest / MANIFEST).exists())):
-        raise UserError(f"{dest}: exists and is not a champion directory; choose an empty or new directory")
+    _check_destination(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pull-", dir=dest.parent))
-    try:
-        for entry in manifest["files"]:
-            rel = entry["path"]
-            if Path(rel).is_absolute() or ".." in Path(rel).parts:
-                raise IntegrityError(f"{src}: manifest lists an unsafe path {rel!r}")
-            try:
-                storage.download_file(storage.join(src, rel), tmp / rel)
-            except StorageError:
-                raise IntegrityError(f"{src}: incomplete champion: {rel} is missing") from None
-        storage.download_file(storage.join(src, MANIFEST), tmp / MANIFEST)
-        verify_champion(tmp)
-        old = None
-        if dest.exists():
-            old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-            dest.rename(old)
-        tmp.rename(dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
+    with _pull_lock(dest):
+        _clean_leftovers(dest)
+        _check_destination(dest)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pull-", dir=dest.parent))
+        try:
+            for entry in manifest["files"]:
+                rel = entry["path"]
+                if Path(rel).is_absolute() or ".." in Path(rel).parts or rel == PULL_MARKER:
+                    raise IntegrityError(f"{src}: manifest lists an unsafe path {rel!r}")
+                try:
+                    storage.download_file(storage.join(src, rel), tmp / rel)
+                except StorageError:
+                    raise IntegrityError(f"{src}: incomplete champion: {rel} is missing") from None
+            storage.download_file(storage.join(src, MANIFEST), tmp / MANIFEST)
+            verify_champion(tmp)
+            marker = {"source": src, "name": manifest.get("name"), "version": manifest.get("version")}
+            storage.write_text(tmp / PULL_MARKER, json.dumps({**marker, "pulled": now_iso()}, indent=2) + "\n")
+            faults.kill_point("pull.before_swap")
+            _swap_in(tmp, dest)
+            faults.kill_point("pull.after_swap")
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
     if not quiet:
         print(f"champion {manifest.get('name')}/{manifest.get('version')} (trial {manifest.get('trial_id')}) "

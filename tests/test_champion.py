@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -146,8 +148,80 @@ def test_pull_verifies_and_prints(history: list[Candidate], tmp_path: Path, caps
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    with pytest.raises(UserError, match="not a champion directory"):
+    with pytest.raises(UserError, match="not empty and not a champion pulled there"):
         pull(str(tmp_path / "store" / "champions" / "s"), other)
+    assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_pull_never_replaces_a_directory_it_did_not_fill(history: list[Candidate], tmp_path: Path) -> None:
+    """A shard folder holds a manifest.json too: the old pull took it for a champion and deleted the shards."""
+    promote(history, str(tmp_path / "store"), "s")
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "manifest.json").write_text('{"format": "superfan-shards/1", "shards": []}')
+    (shards / "train-000000.tar").write_bytes(b"precious" * 100)
+    with pytest.raises(UserError) as err:
+        pull(str(tmp_path / "store" / "champions" / "s"), shards)
+    assert str(err.value) == (f"{shards}: not empty and not a champion pulled there (no .superfan-pull.json); "
+                              "pull into a new or empty directory (nothing changed)")  # fmt: skip
+    assert sorted(p.name for p in shards.iterdir()) == ["manifest.json", "train-000000.tar"]
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError, match="exists and is not a directory"):
+        pull(str(tmp_path / "store" / "champions" / "s"), tmp_path / "afile")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    pull(str(tmp_path / "store" / "champions" / "s"), empty, quiet=True)
+    assert json.loads((empty / ".superfan-pull.json").read_text())["version"] == "v0001"
+
+
+def _pull_killed_at(point: str, url: str, dest: Path, marker: Path) -> None:
+    env = dict(os.environ, SUPERFAN_DEBUG_FAULTS=json.dumps({"kill": {point: str(marker)}}))
+    proc = subprocess.run([sys.executable, "-m", "superfan.cli", "pull", url, str(dest), "--quiet"], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL and marker.exists(), proc.stderr
+
+
+@pytest.mark.parametrize(("point", "expect"), [("pull.before_swap", "old"), ("pull.after_swap", "new")])
+def test_a_killed_pull_leaves_a_whole_champion_and_the_next_cleans_up(
+    history: list[Candidate], tmp_path: Path, point: str, expect: str
+) -> None:
+    store = tmp_path / "store"
+    promote(history[:3], str(store), "s")  # v0001: trial a's best
+    promote(history, str(store), "s")  # v0002: trial b's best
+    dest = tmp_path / "champion"
+    pull(str(store / "champions" / "s" / "v0001"), dest, quiet=True)
+    _pull_killed_at(point, str(store / "champions" / "s" / "v0002"), dest, tmp_path / "killed")
+    assert verify_champion(dest)["version"] == {"old": "v0001", "new": "v0002"}[expect]
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".champion.pull-")], "the kill left no leftover?"
+    pull(str(store / "champions" / "s"), dest, quiet=True)
+    assert verify_champion(dest)["version"] == "v0002"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".champion.")], list(tmp_path.iterdir())
+
+
+def test_a_pull_killed_between_the_fallback_renames_is_put_back(history: list[Candidate], tmp_path: Path) -> None:
+    """Where the OS cannot exchange two directories: the old champion sits in ``.<name>.old-*`` after a kill
+    between the two renames, and the next pull puts it back before anything else."""
+    store = tmp_path / "store"
+    promote(history, str(store), "s")
+    dest = tmp_path / "champion"
+    pull(str(store / "champions" / "s"), dest, quiet=True)
+    dest.rename(tmp_path / ".champion.old-1234abcd")  # the state a kill between the renames leaves
+    (tmp_path / ".champion.pull-xyz").mkdir()
+    from superfan.champion import _clean_leftovers
+
+    _clean_leftovers(dest)
+    assert verify_champion(dest)["version"] == "v0001"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_latest_must_name_a_version(history: list[Candidate], tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    promote(history, str(store), "s")
+    (tmp_path / "outside").mkdir()
+    for bad in ("../../outside", "", "v1", "v0001/../.."):
+        (store / "champions" / "s" / "latest").write_text(bad + "\n")
+        with pytest.raises(IntegrityError, match="not a champion version"):
+            pull(str(store / "champions" / "s"), tmp_path / f"p{len(bad)}")
 
 
 def test_pull_rejects_a_changed_byte(history: list[Candidate], tmp_path: Path) -> None:
@@ -253,6 +327,29 @@ def test_concurrent_promotions_get_distinct_versions_on_s3(s3_env: dict[str, str
     _check_race(store, champions, bad)
     pulled = pull(storage.join(store, "champions", "race"), tmp_path / "pulled", quiet=True)
     assert pulled["version"] == "v0004"
+
+
+def test_a_half_copied_version_of_a_dead_promoter_is_cleaned(history: list[Candidate], tmp_path: Path) -> None:
+    import socket
+
+    store = tmp_path / "store"
+    root = store / "champions" / "s"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    claims = {
+        "v0001": {"host": socket.gethostname(), "pid": gone.pid, "epoch_s": time.time()},  # its process is gone
+        "v0002": {"host": "elsewhere", "pid": 1, "epoch_s": time.time() - 2 * 86400},  # stale, another host
+        "v0003": {"host": "elsewhere", "pid": 1, "epoch_s": time.time()},  # may still be copying: kept
+    }
+    for version, claim in claims.items():
+        (root / version).mkdir(parents=True)
+        (root / version / ".claim").write_text(json.dumps(claim))
+        (root / version / "checkpoint.pt").write_bytes(b"half")
+    champ = promote(history, str(store), "s")
+    assert champ is not None and champ.version == "v0004"
+    assert sorted(p.name for p in (root / "v0001").iterdir()) == [".claim"]  # the number stays taken
+    assert sorted(p.name for p in (root / "v0002").iterdir()) == [".claim"]
+    assert (root / "v0003" / "checkpoint.pt").exists()
 
 
 def test_a_claim_left_by_a_killed_promoter_only_costs_its_number(history: list[Candidate], tmp_path: Path) -> None:

@@ -143,7 +143,7 @@ def test_driver_killed_during_promotion_then_resumed(
     args = ["--config", str(sweep_yaml), "--storage", str(store), "--name", "promo", "--samples", "1",
             "--data", local_inputs["train"],
             "--val", local_inputs["val"], "--teacher", local_inputs["teacher"]]  # fmt: skip
-    env = _env(SUPERFAN_DEBUG_FAULTS=json.dumps({"kill_in_promotion": str(marker)}))
+    env = _env(SUPERFAN_DEBUG_FAULTS=json.dumps({"kill": {"promotion.after_file": str(marker)}}))
     log = tmp_path / "first.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=REPO, env=env, stdout=out,
