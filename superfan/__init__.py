@@ -17,22 +17,10 @@ __all__ = ["Enhancer", "__version__", "code_version"]
 
 
 def code_version() -> str:
-    """``__version__`` plus the git commit when running from a checkout (best effort), so checkpoints,
-    reports and champions say which code made them."""
-    import subprocess
-    from pathlib import Path
+    """``__version__`` plus the commit (or the sources' digest): see :mod:`superfan.provenance`."""
+    from superfan.provenance import code_version as version
 
-    root = Path(__file__).resolve().parents[1]
-    if not (root / ".git").exists():
-        return __version__
-    try:
-        sha = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=False,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{__version__}+g{sha}" if sha else __version__
+    return version()
 
 
 def __getattr__(name: str) -> Any:

@@ -42,6 +42,7 @@ from typing import Any
 
 from superfan import code_version, faults, storage
 from superfan.errors import IntegrityError, StorageError, UserError
+from superfan.provenance import code_identity
 from superfan.records import json_safe, now_iso, sha256_file
 
 FORMAT = "superfan-champion/1"
@@ -257,6 +258,8 @@ def lineage(checkpoint: str) -> dict[str, Any]:
             "teacher_sha256": summary.get("teacher_sha256"),
             "seeds": {"train": (cfg.get("train") or {}).get("seed"), "data": data.get("seed")},
             "code_version": code_version(),
+            "code": summary.get("code"),  # what trained it (the workers' code)
+            "promoted_by": code_identity(),  # what promoted it (this driver)
             "versions": _versions_of("superfan", "ray", "torch", "torchvision", "optuna", "webdataset"),
             "cuda": _cuda_version(),
             "created": summary.get("created"),
@@ -556,6 +559,11 @@ def lineage_text(manifest: Mapping[str, Any]) -> str:
     lines.append(f"teacher {lin.get('teacher')} (weights sha256 {str(lin.get('teacher_sha256'))[:12]})")
     versions = ", ".join(f"{k} {v}" for k, v in (lin.get("versions") or {}).items() if v)
     lines.append(f"code {lin.get('code_version')}; {versions}; CUDA {lin.get('cuda') or '-'}")
+    code = lin.get("code") or lin.get("promoted_by") or {}
+    if code:
+        commit = f"commit {code['commit']} ({code.get('commit_source')})" if code.get("commit") else "commit unknown"
+        shipped = f"; Ray package {code['ray_working_dir']}" if code.get("ray_working_dir") else ""
+        lines.append(f"{commit}; sources sha256 {str(code.get('source_sha256'))[:12]}{shipped}")
     if isinstance(cost, int | float):
         wall = lin.get("wall_hours")
         wall_s = f"{wall:.3f} h wall, " if isinstance(wall, int | float) else ""

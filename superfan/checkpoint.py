@@ -19,6 +19,7 @@ import torch
 
 from superfan import code_version, storage
 from superfan.errors import IntegrityError, StorageError
+from superfan.provenance import code_identity
 from superfan.records import json_safe, now_iso
 
 FORMAT = "superfan-checkpoint/1"
@@ -37,6 +38,7 @@ def save_checkpoint(directory: str | os.PathLike[str], payload: dict[str, Any]) 
     payload.setdefault("format", FORMAT)
     payload.setdefault("created", now_iso())
     payload.setdefault("code_version", code_version())
+    payload.setdefault("code", code_identity())
     payload["metrics"] = json_safe(payload.get("metrics") or {})
     directory = str(directory)
     buf = io.BytesIO()
@@ -56,6 +58,7 @@ def save_checkpoint(directory: str | os.PathLike[str], payload: dict[str, Any]) 
             "teacher",
             "teacher_sha256",
             "created",
+            "code",
         )
     }
     summary.update(

@@ -526,7 +526,13 @@ def load_config(
         base_data, _ = _read_yaml(str(base))
         base_data.pop("base", None)
         data = _deep_merge(base_data, data)
-    cfg = from_dict(apply_overrides(data, overrides), source)
+    try:
+        cfg = from_dict(apply_overrides(data, overrides), source)
+    except ConfigError:
+        if not overrides:
+            raise
+        from_dict(data, source)  # the file alone is bad: say so, naming the file
+        cfg = from_dict(apply_overrides(data, overrides), "command-line override")  # else the override is
     if for_training and name_or_path is not None:
         check_perceptual_weights(cfg, source)
     return cfg

@@ -12,8 +12,9 @@ import logging
 _MARK = "_superfan_handler"
 
 
-def show_warnings(level: int = logging.WARNING) -> None:
-    """Idempotent: one stderr handler on the ``superfan`` logger."""
+def show_warnings(level: int = logging.WARNING, *, propagate: bool = True) -> None:
+    """Idempotent: one stderr handler on the ``superfan`` logger. ``propagate=False`` in processes whose root
+    logger already prints (a Ray Train worker's does): otherwise every line would appear twice."""
     log = logging.getLogger("superfan")
     if not any(getattr(h, _MARK, False) for h in log.handlers):
         handler = logging.StreamHandler()
@@ -21,3 +22,4 @@ def show_warnings(level: int = logging.WARNING) -> None:
         setattr(handler, _MARK, True)
         log.addHandler(handler)
     log.setLevel(min(log.level or level, level))
+    log.propagate = propagate

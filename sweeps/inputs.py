@@ -68,7 +68,7 @@ def ensure_teacher(sweep: Sweep) -> str:
     if sweep.teacher:
         return sweep.teacher
     from superfan.config import from_dict
-    from superfan.train.trainer import build_trainer, checkpoint_url, raise_data_error
+    from superfan.train.trainer import build_trainer, checkpoint_url, raise_data_error, read_stop, run_url
 
     cfg = from_dict(sweep.config, "sweep config")
     fan_stages = [s for s in cfg.stages if s.kind == "fan"]
@@ -93,7 +93,7 @@ def ensure_teacher(sweep: Sweep) -> str:
     except ray.train.TrainingFailedError as err:
         lines = [line for line in str(err).splitlines() if line.strip()]
         raise UserError(f"training the teacher FAN failed: {lines[-1] if lines else type(err).__name__}") from None
-    raise_data_error(result.metrics, "training the teacher FAN")
+    raise_data_error(read_stop(run_url(root, f"teacher-{cfg.profile}-{key}")), "training the teacher FAN")
     if result.checkpoint is None:
         raise UserError("the teacher FAN run finished without a checkpoint")
     url = checkpoint_url(result.checkpoint.path, root)

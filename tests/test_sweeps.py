@@ -144,6 +144,10 @@ def test_sweep_on_s3_promotes_a_verified_champion(s3_env: dict[str, str], sweep_
     assert lin["versions"]["ray"] == "2.60.0" and lin["versions"]["torch"].startswith("2.14")
     assert lin["device_kind"] == "CPU" and lin["device_hours"] > 0 and lin["wall_hours"] > 0
     assert manifest["stage"] == "heatmap" and lin["seeds"]["train"] == 0
+    from superfan.provenance import source_sha256
+
+    for who in (lin["code"], lin["promoted_by"]):  # the workers' code and the driver's: this checkout's
+        assert who["source_sha256"] == source_sha256() and who["commit_source"] == "git" and len(who["commit"]) == 40
     payload = load_checkpoint(tmp_path / "champion")
     assert payload["stage_kind"] == "heatmap" and payload["generator"] is not None
 
@@ -298,8 +302,10 @@ def test_ray_job_submit_succeeds_and_dashboard_lists_it(
     address, env = ray_cluster
     store = tmp_path / "store"
     job_id = f"sweep-{uuid.uuid4().hex[:8]}"
+    commit = "0123456789abcdef0123456789abcdef01234567"  # what the submitting machine's `git rev-parse HEAD` says
     cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--submission-id", job_id,
-           "--working-dir", str(REPO), "--",
+           "--working-dir", str(REPO), "--runtime-env-json", json.dumps({"env_vars": {"SUPERFAN_GIT_COMMIT": commit}}),
+           "--",
            "python", "sweeps/loss_weights.py", "--config", str(sweep_yaml), "--storage", str(store),
            "--name", "job-sweep", "--data", local_inputs["train"], "--val", local_inputs["val"],
            "--teacher", local_inputs["teacher"]]  # fmt: skip
@@ -312,6 +318,11 @@ def test_ray_job_submit_succeeds_and_dashboard_lists_it(
     assert job is not None, f"job {job_id} not listed by the dashboard: {jobs}"
     assert job["status"] == "SUCCEEDED", job
     assert (store / "champions" / "job-sweep" / "latest").read_text().strip() == "v0001"
+    # The uploaded working dir has no .git: the commit comes from the submitter, the package URI from Ray.
+    lineage = json.loads((store / "champions" / "job-sweep" / "v0001" / "manifest.json").read_text())["lineage"]
+    for who in (lineage["code"], lineage["promoted_by"]):
+        assert who["commit"] == commit and who["commit_source"] == "SUPERFAN_GIT_COMMIT", who
+        assert who["ray_working_dir"].startswith("gcs://_ray_pkg_") and len(who["source_sha256"]) == 64, who
     # The driver turned on Train state tracking for the job, so the dashboard lists each trial's Train run.
     runs = _get(f"{address}/api/train/v2/runs/v1")["train_runs"]
     assert job.get("job_id"), job

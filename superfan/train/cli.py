@@ -77,7 +77,15 @@ def _failure_line(err: BaseException) -> str:
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     from superfan.train.stages import NEEDS_TEACHER
-    from superfan.train.trainer import build_trainer, checkpoint_url, preflight, raise_data_error, resolve_stages
+    from superfan.train.trainer import (
+        build_trainer,
+        checkpoint_url,
+        preflight,
+        raise_data_error,
+        read_stop,
+        resolve_stages,
+        run_url,
+    )
 
     cfg = _config(args)
     stages = None
@@ -109,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             result = trainer.fit()
         except ray.train.TrainingFailedError as err:
             raise UserError(f"training failed: {_failure_line(err)}") from None
-    raise_data_error(result.metrics)
+    raise_data_error(read_stop(run_url(root, name)) or result.metrics)
     metrics = {k: v for k, v in (result.metrics or {}).items() if not k.startswith("_")}
     print(json.dumps(metrics, indent=2, default=str))
     if result.checkpoint is not None:

@@ -519,7 +519,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     from superfan.logs import show_warnings
 
-    show_warnings()  # skipped samples and storage retries, in the driver's log
+    show_warnings(propagate=False)  # skipped samples and storage retries, once each in the driver's log
     quiet_train_logs()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -550,9 +550,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if rank == 0:
             sys.stdout.write(f"diverged: {err}\n")
             sys.stdout.flush()
-        reporter(diverged_metrics(err), None)
+        _report_stop(reporter, diverged_metrics(err), rank, config.get("run_url"))
     except (BadData, IntegrityError) as err:
         # The data, not the run: a retry reads the same bytes. Every rank gets here at the same step (the
         # loop agrees on every batch, and the bad fraction is decided from all-reduced counts), reports
         # it and returns: no worker traceback, no retry; the driver prints the one line (data_error).
-        reporter(data_error_metrics(err), None)
+        _report_stop(reporter, data_error_metrics(err), rank, config.get("run_url"))
+
+
+def _report_stop(reporter: Reporter, metrics: dict[str, Any], rank: int, url: str | None) -> None:
+    """Report a deterministic stop (Tune sees it in the trial's results) and, from rank 0, leave it in the
+    run's directory for ``superfan train`` (superfan.train.trainer.STOP_FILE; a stop has no checkpoint, and
+    Train's ``Result.metrics`` only carries checkpointed reports)."""
+    import json
+
+    from superfan.records import json_safe
+    from superfan.train.trainer import STOP_FILE
+
+    reporter(metrics, None)
+    if rank == 0 and url:
+        storage.write_text(storage.join(url, STOP_FILE), json.dumps(json_safe(metrics, nan_as_none=True)))

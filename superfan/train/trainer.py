@@ -15,7 +15,7 @@ from typing import Any
 
 from superfan import storage
 from superfan.config import Config, is_checkpoint_ref
-from superfan.errors import ConfigError, UserError
+from superfan.errors import ConfigError, StorageError, UserError
 from superfan.storage import absolute as absolute_url
 
 #: Train V2 is the default in Ray 2.60, but we pin it (and state tracking for the dashboard) explicitly.
@@ -38,6 +38,7 @@ FORWARD_ENV = (
     "RAY_USAGE_STATS_ENABLED",
     "SUPERFAN_VERBOSE",
     "SUPERFAN_WARNED_RANDOM_PERCEPTUAL",
+    "SUPERFAN_GIT_COMMIT",
 )
 
 
@@ -103,17 +104,20 @@ def preflight(cfg: Config, *, teacher: str | None = None, resume_from: str | Non
     present, the storage writable. ``data=False``: the data is packed later (a sweep's synthetic faces).
     ``superfan train`` and the sweep drivers call it."""
     from superfan.checkpoint import require_file
-    from superfan.data.stream import batches_per_epoch, resolve_dataset
+    from superfan.data.manifest import resolve_dataset
+    from superfan.data.stream import batches_per_epoch
 
     if data and not cfg.data.train:
         raise ConfigError("no training data: pass --data URL (shards, brace pattern, prefix or manifest.json)")
     # A missing bucket, endpoint or credential is a user error now, not an outage to ride out.
     with storage.retry_window(PREFLIGHT_RETRY_S):
         if data:
-            resolve_dataset(cfg.data.train)
+            for urls in (cfg.data.train, cfg.data.val):
+                found = resolve_dataset(urls) if urls else None
+                for url in [] if found is None else [u for u in found.shards if u not in found.entries]:
+                    if not storage.exists(url):  # a bare .tar URL (no manifest vouches for it)
+                        raise StorageError(f"{url}: not found")
             batches_per_epoch(cfg, workers or cfg.train.workers)
-            if cfg.data.val:
-                resolve_dataset(cfg.data.val)
         for what, ref in (("teacher", teacher), ("start checkpoint", resume_from)):
             if ref:
                 try:
@@ -133,15 +137,40 @@ def storage_location(url: str) -> tuple[str, Any]:
     return path, None
 
 
+#: Written by rank 0 into the run's directory when the run stops itself (bad data, divergence): Train's
+#: ``Result.metrics`` only carries checkpointed reports, and a stop has no checkpoint.
+STOP_FILE = "stopped.json"
+
+
+def run_url(storage_root: str, name: str) -> str:
+    """Where Train keeps the run ``name`` (its checkpoints, and :data:`STOP_FILE`)."""
+    return storage.join(absolute_url(storage_root), name)
+
+
+def read_stop(url: str) -> dict[str, Any] | None:
+    """The stop report of the run at ``url``, if it stopped itself."""
+    import json
+
+    stop = storage.join(url, STOP_FILE)
+    return json.loads(storage.read_text(stop)) if storage.exists(stop) else None
+
+
+def clear_stop(url: str) -> None:
+    storage.delete(storage.join(url, STOP_FILE))
+
+
 def raise_data_error(metrics: dict[str, Any] | None, what: str = "training") -> None:
     """A run that stopped on its data (``data_error`` in its last report; the workers do not raise, so
-    there is no traceback and no retry) becomes the driver's one-line error."""
-    from superfan.errors import BadData, IntegrityError
+    there is no traceback and no retry) or diverged becomes the driver's one-line error."""
+    from superfan.errors import BadData, IntegrityError, TrainingDiverged
 
-    message = (metrics or {}).get("data_error")
+    metrics = metrics or {}
+    message = metrics.get("data_error")
     if isinstance(message, str):
-        kind = IntegrityError if (metrics or {}).get("data_error_kind") == "IntegrityError" else BadData
+        kind = IntegrityError if metrics.get("data_error_kind") == "IntegrityError" else BadData
         raise kind(f"{what} stopped: {message}")
+    if metrics.get("diverged") is True:
+        raise TrainingDiverged(f"{what} diverged: {metrics.get('diverged_reason')}")
 
 
 def checkpoint_url(path: str, storage_root: str) -> str:
@@ -200,7 +229,10 @@ def build_trainer(
     root = storage or cfg.train.storage
     storage_path, fs = storage_location(root)
     env = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}
+    url = run_url(root, name)
+    clear_stop(url)  # a stop of an earlier run of this name is not this one's
     loop_config = {
+        "run_url": url,
         "config": cfg.to_dict(),
         "stages": names,
         "teacher": teacher,
