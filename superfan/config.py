@@ -445,7 +445,13 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str] 
             if "=" not in item:
                 raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. losses.pixel.weight=1.0")
             key, raw = item.split("=", 1)
-            pairs[key.strip()] = yaml.safe_load(raw)
+            if not all(part.strip() for part in key.split(".")):
+                raise ConfigError(f"override {item[:60]!r}: expected KEY=VALUE, KEY dotted, e.g. data.batch_size=8")
+            try:
+                pairs[key.strip()] = yaml.safe_load(raw)
+            except yaml.YAMLError as err:
+                reason = " ".join(str(getattr(err, "problem", None) or err).split())
+                raise ConfigError(f"override {item[:60]!r}: the value is not valid YAML ({reason})") from None
         overrides = pairs
     for key, value in overrides.items():
         _set_dotted(out, key, value)

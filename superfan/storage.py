@@ -467,7 +467,10 @@ def read_bytes(url: str | os.PathLike[str]) -> bytes:
 
 
 def read_text(url: str | os.PathLike[str]) -> str:
-    return read_bytes(url).decode("utf-8")
+    try:
+        return read_bytes(url).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise StorageError(f"{url}: not UTF-8 text (byte {err.start}: {err.reason})") from None
 
 
 def open_read(url: str | os.PathLike[str]) -> IO[bytes]:

@@ -88,13 +88,22 @@ def test_sweep_survives_a_20s_object_store_outage(
             except Exception:  # noqa: BLE001 - not there yet
                 return False
 
+        log = tmp_path / "outage.log"
+
+        def retries_logged() -> int:
+            return log.read_text(errors="replace").count("; retry ") if log.exists() else 0
+
         def inject() -> None:  # once the trial has its first checkpoint on S3: 20 s without the object store
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline and not first_checkpoint():
                 time.sleep(0.5)
+            before = retries_logged()
             outage["down"] = time.monotonic()
             server.stop()
-            time.sleep(20)
+            while time.monotonic() < outage["down"] + 20:  # watch the sweep's log: does it meet the outage?
+                if "first_retry" not in outage and retries_logged() > before:
+                    outage["first_retry"] = time.monotonic()
+                time.sleep(0.25)
             server.start()
             outage["up"] = time.monotonic()
 
@@ -103,13 +112,15 @@ def test_sweep_survives_a_20s_object_store_outage(
                 stack.enter_context(_setenv(k, v))
             thread = threading.Thread(target=inject, daemon=True)
             thread.start()
-            out = _sweep(args, env, tmp_path / "outage.log", timeout=600)
+            out = _sweep(args, env, log, timeout=600)
             ended = time.monotonic()
             thread.join(timeout=120)
         assert outage.get("up", 0) - outage.get("down", 0) >= 20, outage
         assert outage["up"] < ended, "the outage did not happen while the sweep ran"
-        # Which layer rode it out depends on what was in flight: our storage calls log each retry as one
-        # warning line; Ray's checkpoint and experiment-state writes retry inside pyarrow, silently.
+        # The sweep did I/O during the outage (a retry line appeared while the store was down) and rode it out
+        # by retrying: our storage calls and Ray's state writes (storage.RetryingArrowFS) log each retry.
+        assert outage["down"] <= outage.get("first_retry", -1) <= outage["up"], (outage, out[-3000:])
+        assert out.count("; retry ") >= 2, out[-3000:]
         assert "champion:" in out and "1 trials" in out and "0 errored" in out, out[-3000:]
         with contextlib.ExitStack() as stack:
             for k, v in server.env().items():

@@ -297,7 +297,8 @@ class FaceStream:
         def handler(err: BaseException) -> bool:
             if not isinstance(err, BadSample):
                 return False
-            return self._bad_sample(getattr(err, "url", "") or "?", getattr(err, "member", "") or "?", err)
+            member = getattr(err, "member", "") or "(the start of the shard)"
+            return self._bad_sample(getattr(err, "url", "") or "?", member, err)
 
         for item in src:
             for index, sample in enumerate(tar_samples([item], handler=handler, opener=self._open_shard)):

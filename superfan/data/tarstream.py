@@ -18,8 +18,9 @@ before anything is allocated, and a stream that ends inside a member, or without
 block after its members, raises :class:`TruncatedTar`; both are :class:`~superfan.errors.BadSample` errors
 naming the shard and the member. With a ``handler`` (webdataset's convention: return ``True`` to go on),
 :func:`tar_samples` drops the sample concerned and continues (after an oversized member, with the next
-one; after a truncation, with the next shard). Every URL passes :func:`superfan.storage.check_url` first,
-so a config cannot make a reader run a command (``pipe:``); shards are read through :mod:`superfan.storage`.
+one; after a truncation or a corrupt header, with the next shard). Every URL passes
+:func:`superfan.storage.check_url` first, so a config cannot make a reader run a command (``pipe:``);
+shards are read through :mod:`superfan.storage`.
 """
 
 from __future__ import annotations
@@ -45,15 +46,16 @@ _CHUNK = 1 << 20
 Handler = Callable[[BaseException], bool]
 
 
-class TarFormatError(ValueError):
-    """The stream is not a tar archive we can read (checksum, bad number, unsupported header)."""
+class TarFormatError(BadSample):
+    """The stream is not a tar archive we can read (checksum, bad number, unsupported header): nothing after
+    the fault can be read, so, like a truncation, it ends the shard (and is one bad sample to a handler)."""
 
 
 class OversizedMember(BadSample):
     """A tar member's header claims more bytes than the limit; nothing of that size was allocated."""
 
 
-class TruncatedTar(TarFormatError, BadSample):
+class TruncatedTar(TarFormatError):
     """The stream ended inside a member, or without the end-of-archive block after its members."""
 
 
@@ -184,7 +186,8 @@ def _members(fileobj: IO[bytes], url: str, limit: int, handler: Handler | None) 
             return
         seen = True
         if not _checksum_ok(header):
-            raise TarFormatError(f"{_where(url)}bad tar header checksum after {last} (not a tar file, or corrupt)")
+            why = f"{_where(url)}bad tar header checksum after {last} (not a tar file, or corrupt)"
+            raise TarFormatError(why, url=url, member=last_name)
         try:
             size = _octal(header[124:136])
             kind = header[156:157]
@@ -208,7 +211,7 @@ def _members(fileobj: IO[bytes], url: str, limit: int, handler: Handler | None) 
         except TruncatedTar:
             raise
         except TarFormatError as err:
-            raise TarFormatError(f"{_where(url)}{err} after {last}") from None
+            raise TarFormatError(f"{_where(url)}{err} after {last}", url=url, member=last_name) from None
         if kind in REGULAR:
             if long_name is not None:
                 name = long_name
@@ -237,7 +240,8 @@ def _members(fileobj: IO[bytes], url: str, limit: int, handler: Handler | None) 
         elif kind in SKIPPED:
             _skip(fileobj, size + (-size % BLOCK), f"a type {kind!r} entry after {last}", url, last_name)
         else:
-            raise TarFormatError(f"{_where(url)}unsupported tar member type {kind!r} after {last}")
+            why = f"{_where(url)}unsupported tar member type {kind!r} after {last}"
+            raise TarFormatError(why, url=url, member=last_name)
         long_name, pax = None, {}
 
 
@@ -275,10 +279,9 @@ def tar_samples(
     ``opener`` opens a shard (default :func:`open_shard`); returning ``None`` leaves the shard out (the
     stream's sha256 check under ``data.verify: skip``).
 
-    A :class:`~superfan.errors.BadSample` (oversized member, truncated stream) raises, unless ``handler``
-    returns ``True`` for it: then the sample it belongs to is dropped (the handler's call is the one count
-    of it) and the stream goes on, see the module docstring. Not-a-tar errors (:class:`TarFormatError`
-    other than truncation) always raise.
+    A :class:`~superfan.errors.BadSample` (oversized member, truncated or corrupt stream) raises, unless
+    ``handler`` returns ``True`` for it: then the sample it belongs to is dropped (the handler's call is the
+    one count of it) and the stream goes on, with the next shard after a truncated or corrupt one.
     """
     limit = max_member_bytes() if max_member is None else max_member
     for item in src:
