@@ -40,6 +40,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="LO:HI",
         help="keep faces whose key hashes into [LO, HI) of [0, 1): e.g. 0:0.8 train, 0.8:1 val",
     )
+    p.add_argument(
+        "--profile",
+        default=None,
+        metavar="YAWS",
+        help="pack 300W-LP-style profiled views of every face instead of the face: target |yaw| degrees, "
+        "e.g. 30,45,60,75,90 ('default' = that list); each face turns further in its own direction "
+        "(both ways when near frontal). 68-point formats only (300w, mat, ls3dw, synthetic)",
+    )
+    p.add_argument("--profile-views", type=int, default=None, metavar="N",
+                   help="with --profile: N of the eligible yaws per face, chosen by a hash of its key (default all)")
+    p.add_argument("--profile-mirror", action="store_true",
+                   help="with --profile: also pack each view mirrored (the other side)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     v = sub.add_parser("verify", help="re-hash shards against their manifest")
     v.add_argument("url", help="pack prefix or manifest.json URL")
@@ -60,6 +72,28 @@ def _hash_range(text: str | None) -> tuple[float, float] | None:
     return lo, hi
 
 
+def _profile(args: argparse.Namespace) -> object:
+    from shards.profile import DEFAULT_YAWS, ProfileOptions
+    from superfan.errors import UserError
+
+    if args.profile is None:
+        if args.profile_views is not None or args.profile_mirror:
+            raise UserError("--profile-views and --profile-mirror need --profile YAWS")
+        return None
+    if args.format in {"celeba", "widerface"}:
+        raise UserError(f"--profile needs 68 landmarks per face; format {args.format!r} has none")
+    text = args.profile.strip()
+    try:
+        yaws = DEFAULT_YAWS if text == "default" else tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"--profile {args.profile!r}: expected degrees, comma-separated, e.g. 30,45,60,75,90") from None
+    if not yaws or not all(0 < y <= 90 for y in yaws):
+        raise UserError(f"--profile {args.profile!r}: every yaw must be in (0, 90] degrees")
+    if args.profile_views is not None and args.profile_views < 1:
+        raise UserError(f"--profile-views must be >= 1, got {args.profile_views}")
+    return ProfileOptions(yaws=tuple(sorted(set(yaws))), views=args.profile_views, mirror=args.profile_mirror)
+
+
 def main(argv: list[str] | None = None) -> int:
     from superfan.errors import UserError
 
@@ -74,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 workers=args.workers, limit=args.limit, overwrite=args.overwrite, crop_size=args.crop_size,
                 context=args.context, min_face=args.min_face, seed=args.seed, dataset=args.dataset,
                 pose_file=args.pose_file, pose_source=args.pose_source, progress=not args.quiet,
-                hash_range=_hash_range(args.hash_range),
+                hash_range=_hash_range(args.hash_range), profile=_profile(args),
             )  # fmt: skip
             if opts.workers < 0 or (opts.limit is not None and opts.limit < 1):
                 raise UserError("--workers must be >= 0 and --limit >= 1")

@@ -40,6 +40,8 @@ REASONS = {
     "small": "face smaller than min-face",
     "outside": "face outside image",
     "invalid": "face marked invalid",
+    "profile_fit": "template fit too poor to profile",
+    "profile_none": "no profile view beyond its own yaw",
 }
 
 
@@ -58,6 +60,7 @@ class RawRecord:
     roll: float | None = None
     pose_source: str | None = None
     visible: list[bool] | None = None
+    extra: dict[str, Any] | None = None  #: more fields for the sample's json (a profiled view's provenance)
 
     @property
     def key(self) -> str:

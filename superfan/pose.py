@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -133,12 +134,39 @@ def _similarity(proj: np.ndarray, pts: np.ndarray, w: np.ndarray) -> tuple[float
     return s, mq - s * mp
 
 
-def fit_pose(points: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
-    """Fit the template to 68 2D points (pixels, any origin) -> ``{"yaw", "pitch", "roll", "scale", "rmse"}``.
+@dataclass(frozen=True)
+class Camera:
+    """A fitted weak-perspective camera: ``p = scale * rotation[:2] @ X + translation`` for head points ``X``
+    (mm, :data:`TEMPLATE`'s frame), angles in degrees, ``rmse`` in units of the face's inter-ocular distance."""
 
-    Angles are in degrees. ``rmse`` is the weighted residual in units of the fitted face size (the
-    template's inter-ocular distance), useful to flag a failed fit. Points with NaN coordinates are
-    ignored. Raises ``ValueError`` with fewer than 6 finite points.
+    scale: float
+    rotation: np.ndarray
+    translation: np.ndarray
+    pitch: float
+    yaw: float
+    roll: float
+    rmse: float
+
+    def project(self, points3: np.ndarray, rotation: np.ndarray | None = None) -> np.ndarray:
+        """``(N, 3)`` head points -> ``(N, 2)`` pixels, with this camera or another ``rotation``."""
+        r = self.rotation if rotation is None else rotation
+        return self.scale * (np.asarray(points3) @ r[:2].T) + self.translation
+
+    def lift(self, points: np.ndarray) -> np.ndarray:
+        """68 image points -> 68 head points that project onto them exactly: each template point moved within
+        the image plane of this view by its residual (the face's own shape, as this view shows it), its depth
+        along the view axis kept from the template (one view cannot say more)."""
+        pts = np.asarray(points, dtype=np.float64).reshape(68, 2)
+        residual = (pts - self.project(TEMPLATE)) / self.scale
+        out = TEMPLATE + residual @ self.rotation[:2]
+        bad = ~np.isfinite(out).all(axis=1)
+        out[bad] = TEMPLATE[bad]
+        return out
+
+
+def fit_camera(points: np.ndarray, weights: np.ndarray | None = None) -> Camera:
+    """Fit the template to 68 2D points (pixels, any origin) with a weak-perspective camera (see the module
+    docstring). Points with NaN coordinates are ignored. Raises ``ValueError`` with fewer than 6 finite points.
     """
     from scipy.optimize import least_squares
 
@@ -175,20 +203,19 @@ def fit_pose(points: np.ndarray, weights: np.ndarray | None = None) -> dict[str,
         if math.sqrt(2 * best.cost / sw) < tol:
             break
     assert best is not None
-    angles = best.x
-    r = rotation(*angles)
-    s, _ = _similarity(x3 @ r[:2].T, pts, w)
     # Re-extract canonical angles (least squares may wander outside +-pi).
-    pitch, yaw, roll = _euler(r)
+    pitch, yaw, roll = _euler(rotation(*best.x))
+    r = rotation(pitch, yaw, roll)
+    s, t = _similarity(x3 @ r[:2].T, pts, w)
     iod_mm = float(np.linalg.norm(TEMPLATE[36] - TEMPLATE[45]))
     rmse = math.sqrt(2 * best.cost / sw) / max(abs(s) * iod_mm, 1e-9)
-    return {
-        "yaw": math.degrees(yaw),
-        "pitch": math.degrees(pitch),
-        "roll": math.degrees(roll),
-        "scale": abs(s),
-        "rmse": rmse,
-    }
+    return Camera(abs(s), r, t, math.degrees(pitch), math.degrees(yaw), math.degrees(roll), rmse)
+
+
+def fit_pose(points: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+    """Fit the template to 68 2D points -> ``{"yaw", "pitch", "roll", "scale", "rmse"}`` (see :func:`fit_camera`)."""
+    cam = fit_camera(points, weights)
+    return {"yaw": cam.yaw, "pitch": cam.pitch, "roll": cam.roll, "scale": cam.scale, "rmse": cam.rmse}
 
 
 def estimate_yaw(points: np.ndarray) -> float:
