@@ -92,6 +92,10 @@ def _init_worker(reader: Reader, opts: PackOptions) -> None:
     """Pool initializer: the reader and options are pickled once per worker, not once per item."""
     global _READER, _OPTS
     _READER, _OPTS = reader, opts
+    if opts.profile is not None:  # the renderer's torch ops: one thread per packing process, not one per core
+        import torch
+
+        torch.set_num_threads(1)
     # A forked child must not reuse the parent's boto3 connection pool.
     cache_clear = getattr(storage._client, "cache_clear", None)
     if cache_clear is not None:

@@ -44,8 +44,9 @@ from shards.raster import grid_mesh, rasterize
 from superfan.faces import FLIP_PERMUTATION, flip_points
 from superfan.pose import Camera, fit_camera, rotation
 
-#: Pixels between mesh vertices of the working crop (2: a triangle is never wider than ~2 px away from the head).
-GRID_STEP = 2
+#: Pixels between mesh vertices of the working crop (a 320 px crop: ~11k vertices, 22k triangles; the texture
+#: is mapped per pixel, only the geometry is linear over 3 px).
+GRID_STEP = 3
 #: Faces this close to frontal are turned both ways (neither side is hidden yet).
 BOTH_SIDES_BELOW = 7.5
 #: A view is made only this far beyond the source's own yaw (a 2-degree turn is the source again).
