@@ -200,3 +200,18 @@ def test_validation_cap_is_pose_stratified(faces_300w: Path, tmp_path: Path) -> 
         share = 30 // 3 if workers == 0 else 15 // 3  # per reader: ceil(30 / readers) split over 3 bins
         want = np.minimum(available, share * max(workers, 1))
         assert (counts >= want).all() and counts[2] == min(available[2], share * max(workers, 1)), (counts, available)
+
+
+def test_a_resampled_stream_draws_every_face_equally_often(tmp_path: Path) -> None:
+    """A 40-face pack and a 10-face pack streamed together: shards are drawn uniformly and read whole, so every
+    face is equally likely and ~80% of the samples come from the big pack (the share of its faces)."""
+    from shards.pack import PackOptions, pack
+
+    for name, n in (("big", 40), ("small", 10)):
+        pack(PackOptions(format="synthetic", src=str(n), dest=str(tmp_path / name), split=name, seed=len(name),
+                         workers=1, progress=False))  # fmt: skip
+    cfg = _cfg(samples_per_epoch=2000, shuffle_buffer=0, num_workers=0, batch_size=50)
+    urls = [str(tmp_path / "big"), str(tmp_path / "small")]
+    shards = [u for b in make_loader(urls, cfg, train=True, seed=3) for u in b["url"]]
+    share = sum("big" in u for u in shards) / len(shards)
+    assert len(shards) == 2000 and 0.7 < share < 0.9, share
