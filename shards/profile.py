@@ -101,10 +101,12 @@ class Profiler:
         self.points3 = self.camera.lift(self.landmarks)
         verts3, tris, _ = head_mesh(self.points3)
         cam = self.camera
-        # Which head point each pixel of the source shows (attributes = head coordinates, front-most wins).
-        src = rasterize(cam.project(verts3), cam.scale * (verts3 @ cam.rotation[2]), verts3, tris, (self.h, self.w))
+        # Which head point each grid vertex of the source shows (attributes = head coordinates, the front-most
+        # surface wins). Only the vertices are needed, so the head is rendered at the grid's resolution.
         self.grid, self.grid_tris = grid_mesh(self.h, self.w, GRID_STEP)
-        gx, gy = self.grid[:, 0].astype(int), self.grid[:, 1].astype(int)
+        low = (math.ceil(self.h / GRID_STEP) + 1, math.ceil(self.w / GRID_STEP) + 1)
+        src = rasterize(cam.project(verts3) / GRID_STEP, cam.scale * (verts3 @ cam.rotation[2]), verts3, tris, low)
+        gx, gy = np.rint(self.grid[:, 0] / GRID_STEP).astype(int), np.rint(self.grid[:, 1] / GRID_STEP).astype(int)
         self.on_head = src.triangle[gy, gx].numpy() >= 0
         self.head3 = src.attrs[gy, gx].numpy()[self.on_head]  # (M, 3) head points of the covered vertices
         self._anchor = np.arange(0)
