@@ -425,13 +425,31 @@ def revalidated(cfg: Config, source: str, edit: Any) -> Config:
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested dicts; a list level is addressed by index or, for stages, by name
+    (``stages.0.epochs`` or ``stages.teacher.epochs``)."""
     keys = dotted.split(".")
-    node = data
-    for k in keys[:-1]:
-        if not isinstance(node.get(k), dict):
+    node: Any = data
+    for depth, k in enumerate(keys[:-1]):
+        if isinstance(node, list):
+            node = _list_item(node, k, ".".join(keys[: depth + 1]))
+            continue
+        if not isinstance(node.get(k), dict | list):
             node[k] = {}
         node = node[k]
-    node[keys[-1]] = value
+    last = keys[-1]
+    if isinstance(node, list):
+        raise ConfigError(f"override {dotted}: {'.'.join(keys[:-1])} is a list; name a field of one of its items")
+    node[last] = value
+
+
+def _list_item(items: list[Any], key: str, where: str) -> Any:
+    if key.isdigit() and int(key) < len(items):
+        return items[int(key)]
+    named = [x for x in items if isinstance(x, dict) and x.get("name") == key]
+    if len(named) == 1:
+        return named[0]
+    names = [str(x.get("name")) for x in items if isinstance(x, dict) and "name" in x]
+    raise ConfigError(f"override {where}: no item {key!r} (indices 0-{len(items) - 1}; names: {', '.join(names)})")
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:

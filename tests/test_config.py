@@ -100,3 +100,11 @@ def test_config_cli_shows_a_refused_config_with_a_note(capsys: pytest.CaptureFix
     assert "would refuse" in out.err and "model.perceptual_weights is unset" in out.err
     assert main(["config", "paper", "model.perceptual_weights=random"]) == 0
     assert "refuse" not in capsys.readouterr().err
+
+
+def test_overrides_address_stages_by_index_or_name() -> None:
+    cfg = load_config("tiny", ["stages.0.epochs=40", "stages.pixel.lr_start=1e-3"])
+    assert cfg.stages[0].epochs == 40 and cfg.stage("pixel").lr_start == 1e-3
+    for bad, says in ((["stages.9.epochs=1"], "no item '9'"), (["stages.epochs=3"], "stages is a list")):
+        with pytest.raises(ConfigError, match=says):
+            load_config("tiny", bad)
