@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The acceptance chain on real faces, as a user would type it: pack ../shared/data/faces-300w into a
-# train/val split by a stable hash of each face's key, train the teacher FAN, train every Table 1/2 variant
+# train/val split by a stable hash of each face's key, add 300W-LP-style profiled views of both splits, train
+# the teacher FAN on real and profiled faces, train every Table 1/2 variant
 # of section 5 (Ours-pixel, Ours-pixel-feature, Ours-pixel-feature-heatmap, Ours-pixel-feature-heatmap-GAN,
-# Super-FAN) and evaluate them all on the validation faces (Tables 1 and 2, CED curves, sample grid) --
-# the `tiny` profile on the CPU.
+# Super-FAN) and evaluate them all twice (Tables 1 and 2, CED curves, sample grid): on the real validation
+# faces, and on those with their profiled views -- the `tiny` profile on the CPU.
 #
 #   scripts/acceptance_300w.sh [FACES_300W_DIR] [OUT_DIR] [PROFILE]
-#       (defaults: ../shared/data/faces-300w out/acceptance tiny)
+#       (defaults: ../shared/data/faces-300w out/acceptance tiny; TRAIN_VIEWS=1 profiled views per training face)
 #
 # The profile's stages form one chain (pixel -> feature -> heatmap -> gan -> end2end, each starting from the
 # one before), trained as one Train run with train.keep_checkpoints=null, so Ray keeps every epoch's
@@ -15,6 +16,7 @@ set -euo pipefail
 DATA=${1:-../shared/data/faces-300w}
 OUT=${2:-out/acceptance}
 PROFILE=${3:-tiny}
+TRAIN_VIEWS=${TRAIN_VIEWS:-1}
 PATH="$(pwd)/.venv/bin:$PATH"
 export RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1
 
@@ -34,15 +36,25 @@ python -m shards pack 300w "$DATA" "$OUT/shards/train" --split train --hash-rang
 python -m shards pack 300w "$DATA" "$OUT/shards/val" --split val --hash-range 0.8:1 --workers 2 --quiet
 TRAIN="$OUT/shards/train/manifest.json" VAL="$OUT/shards/val/manifest.json"
 
+# 300W-LP-style profiled views (shards/profile.py), each in its source face's split: training faces turned to
+# $TRAIN_VIEWS of 30..90 degrees beyond their own yaw; validation faces to 45 and 75, so the three yaw bins
+# of the evaluation are filled.
+step "profile train ($TRAIN_VIEWS view(s) a face) and val (45 and 75 degrees)"
+python -m shards pack 300w "$DATA" "$OUT/shards/train-profiled" --split train --hash-range 0:0.8 --workers 2 --quiet \
+  --profile default --profile-views "$TRAIN_VIEWS"
+python -m shards pack 300w "$DATA" "$OUT/shards/val-profiled" --split val --hash-range 0.8:1 --workers 2 --quiet \
+  --profile 45,75
+TRAIN_P="$OUT/shards/train-profiled/manifest.json" VAL_P="$OUT/shards/val-profiled/manifest.json"
+
 step "teacher FAN"
-superfan train fan --config "$PROFILE" --data "$TRAIN" --val "$VAL" --storage "$OUT/runs" --name teacher \
-  | tee "$OUT/teacher.log"
+superfan train fan --config "$PROFILE" --data "$TRAIN" --data "$TRAIN_P" --val "$VAL" --val "$VAL_P" \
+  --storage "$OUT/runs" --name teacher | tee "$OUT/teacher.log"
 TEACHER=$(sed -n 's/^checkpoint: //p' "$OUT/teacher.log" | tail -1)
 [ -n "$TEACHER" ] || { echo "acceptance: the teacher run printed no checkpoint" >&2; exit 1; }
 
 step "Super-FAN stages (one chain, one checkpoint kept per epoch)"
-superfan train superfan --config "$PROFILE" --data "$TRAIN" --val "$VAL" --storage "$OUT/runs" --name superfan \
-  --teacher "$TEACHER" train.keep_checkpoints=null | tee "$OUT/superfan.log"
+superfan train superfan --config "$PROFILE" --data "$TRAIN" --data "$TRAIN_P" --val "$VAL" --val "$VAL_P" \
+  --storage "$OUT/runs" --name superfan --teacher "$TEACHER" train.keep_checkpoints=null | tee "$OUT/superfan.log"
 # The last checkpoint of each stage (checkpoint_<global epoch>_<stage>), in the profile's order, and the
 # wall time of each stage from their write times.
 CKPTS=()
@@ -56,6 +68,8 @@ for STAGE in $(python -c "from superfan.config import load_config as l; print(*[
   CKPTS+=("$CKPT")
 done
 
-step "evaluate on the validation faces"
+step "evaluate on the real validation faces"
 superfan evaluate --data "$VAL" --fan "$TEACHER" "${CKPTS[@]}" --out "$OUT/eval" --no-progress
+step "evaluate on the real validation faces and their profiled views (all three yaw bins)"
+superfan evaluate --data "$VAL" --data "$VAL_P" --fan "$TEACHER" "${CKPTS[@]}" --out "$OUT/eval-profiled" --no-progress
 step "done"
