@@ -26,6 +26,20 @@ from typing import Any
 import numpy as np
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+#: Crop mode reads an input as one low-resolution face filling the image. A face a champion is for is tiny
+#: (16 px at its input, the 64 px SR window at most 4x that); an input much larger, or far from square, is
+#: a photo with faces in it, and shrinking it whole to 16 px would draw 68 landmarks over a group.
+MAX_CROP_SIDE = 256
+MAX_CROP_ASPECT = 1.6
+
+
+def crop_problem(width: int, height: int) -> str | None:
+    """Why an image is not plausibly a face crop, or None."""
+    if max(width, height) > MAX_CROP_SIDE:
+        return f"{width}x{height} is much larger than a low-resolution face (crops are at most {MAX_CROP_SIDE} px)"
+    if max(width, height) > MAX_CROP_ASPECT * min(width, height):
+        return f"{width}x{height} is far from square (a face crop is within {MAX_CROP_ASPECT:g}:1)"
+    return None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument(
         "--detector", choices=("dlib",), default=None,
         help="find faces in full photos (pip install 'superfan[detector]'; misses faces below ~40 px)",
+    )  # fmt: skip
+    mode.add_argument(
+        "--crops", action="store_true",
+        help=f"treat every input as one face crop, even one larger than {MAX_CROP_SIDE} px or far from square",
     )  # fmt: skip
     parser.add_argument("--batch", type=int, default=64, help="faces per forward pass (default 64)")
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
@@ -205,6 +223,12 @@ def run(args: argparse.Namespace) -> int:
             skipped.append({"input": str(path), "reason": str(err)})
             continue
         tensor = torch.from_numpy(img.copy()).permute(2, 0, 1).float() / 255.0
+        problem = None if photos_mode or args.crops else crop_problem(img.shape[1], img.shape[0])
+        if problem:
+            raise UserError(
+                f"{path}: {problem}, so it looks like a photo, not a face crop: pass --boxes FILE (face boxes) "
+                "or --detector dlib to enhance the faces in it, or --crops to treat it as one face anyway"
+            )
         if not photos_mode:
             lr, matrix = crop_to_lr(tensor)
             faces.append(Face(path, 0, None, lr, matrix, sr_name=f"{stems[path]}.png"))

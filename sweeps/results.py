@@ -47,13 +47,21 @@ def trial_rows(results: Any, sweep: Sweep) -> tuple[list[dict[str, Any]], list[A
     return rows, candidates
 
 
-def print_results(rows: list[dict[str, Any]], sweep: Sweep) -> None:
+def print_results(rows: list[dict[str, Any]], sweep: Sweep, champion: Any = None) -> None:
+    """The trial table; the champion's trial names the promoted checkpoint (stage@epoch), and one line says
+    why that can differ from the trial's best report."""
     from superfan.champion import metrics_table
+    from superfan.sweep_report.markdown import PROMOTED_NOTE, champion_cell
 
+    manifest = champion.manifest if champion is not None else None
+    rows = [{**r, "promoted": champion_cell(r, manifest)} for r in rows]
     first = [("trial", "trial"), ("status", "status"), ("epochs", "epochs")]
     first += [(short_name(k), short_name(k)) for k in sweep.space]
+    first += [("promoted", "champion checkpoint")]
     print(f"\nsweep {sweep.name}: best report of each trial (by {sweep.settings.metric})")
     print(metrics_table(rows, first=first))
+    if manifest is not None:
+        print(PROMOTED_NOTE.replace("`", "").replace("*", ""))
 
 
 def promote_best(candidates: list[Any], sweep: Sweep) -> Any:
@@ -82,6 +90,11 @@ def promote_best(candidates: list[Any], sweep: Sweep) -> Any:
         return None
     m = champ.manifest
     print(f"\nchampion: {champ.url}")
+    from sweeps.tracking import register_champion
+
+    version = register_champion(sweep, champ)
+    if version is not None:
+        print(f"  MLflow: model {sweep.name!r} version {version}, alias 'champion' ({sweep.settings.mlflow})")
     print(f"  trial {m['trial_id']}, epoch {m['metrics'].get('global_epoch')}, source {m['source']}")
     print(metrics_table([m["metrics"]]))
     return champ

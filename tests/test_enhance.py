@@ -203,6 +203,7 @@ def test_bad_files_are_reported_and_skipped(
         "-o",
         str(out),
         "--no-progress",
+        "--crops",  # the good file is a whole photo: taken as one face on purpose
     )
     err = capsys.readouterr().err
     assert rc == 0
@@ -219,6 +220,27 @@ def test_bad_files_are_reported_and_skipped(
     rc = _cli(str(checkpoint_dir), str(text), str(missing), "-o", str(tmp_path / "none"), "--no-progress")
     assert rc != 0
     assert "nothing to enhance" in capsys.readouterr().err
+
+
+def test_a_full_photo_is_not_silently_read_as_one_face(
+    checkpoint_dir: Path, widerface_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The six WIDER group photos without --boxes or --detector: each is refused with one line naming both
+    options (and --crops); nothing is enhanced. --crops takes them as single faces, as asked."""
+    for photo in sorted(widerface_dir.glob("*.jpg")):
+        rc = _cli(str(checkpoint_dir), str(photo), "-o", str(tmp_path / photo.stem), "--no-progress")
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1, err
+        assert err[0].startswith(f"superfan enhance: error: {photo}: 1024x") and "much larger than" in err[0]
+        assert "--boxes FILE" in err[0] and "--detector dlib" in err[0] and "--crops" in err[0]
+        assert not list((tmp_path / photo.stem).rglob("*.png"))
+    wide = tmp_path / "wide.png"
+    from PIL import Image
+
+    Image.new("RGB", (60, 20)).save(wide)
+    assert _cli(str(checkpoint_dir), str(wide), "-o", str(tmp_path / "w"), "--no-progress") == 2
+    assert "far from square" in capsys.readouterr().err
+    assert _cli(str(checkpoint_dir), str(wide), "-o", str(tmp_path / "w"), "--no-progress", "--crops") == 0
 
 
 def test_bad_boxes_are_reported_and_skipped(

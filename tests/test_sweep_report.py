@@ -77,6 +77,13 @@ def test_the_sweep_ends_by_writing_the_report(swept: dict[str, Any]) -> None:
     assert len(rows) == 2 and {r.split("|")[1].strip() for r in rows} == set(swept["trials"])
     assert all("TERMINATED" in r or "STOPPED (ASHA)" in r for r in rows)
     assert "AUC [0,30)" in md and "AUC balanced" in md and "wall time" in md
+    # The champion's trial names its promoted checkpoint, and one line says why it can differ from the best.
+    champion = json.loads((swept["store"] / "champions" / "rep" / "v0001" / "manifest.json").read_text())
+    cell = f"{champion['stage']}@{champion['metrics']['global_epoch']}"
+    assert [r.split("|")[1].strip() for r in rows if cell in r] == [champion["trial_id"]], rows
+    assert "so the *best at* epoch of its trial" in md
+    printed = swept["stdout"].split("best report of each trial", 1)[1]
+    assert "champion checkpoint" in printed and cell in printed and "so the best at epoch of its trial" in printed
     assert "`losses.heatmap.weight` | loguniform" in md  # the search space
     assert "| version | v0001 at" in md and "lineage: teacher_sha256" in md
     for name in FIGURES:

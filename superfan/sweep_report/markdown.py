@@ -107,7 +107,25 @@ def _config_value(config: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
-def trials_section(exp: Experiment) -> str:
+#: Why a trial's best report and the champion made from it can differ, said wherever both are shown.
+PROMOTED_NOTE = (
+    "The champion is the best checkpointed report of the promoted stages (`sweep.promote_stages`, default the "
+    "last stage run: a Super-FAN sweep promotes a Super-FAN checkpoint), so the *best at* epoch of its trial, "
+    "which ranks every report of every stage, can be another epoch with a higher AUC."
+)
+
+
+def champion_cell(row: Mapping[str, Any], champion: Mapping[str, Any] | None) -> str:
+    """``stage@epoch (AUC)`` of the promoted checkpoint in its trial's row, else empty."""
+    if not champion or str(champion.get("trial_id")) != str(row.get("trial")):
+        return ""
+    metrics = champion.get("metrics") or {}
+    auc = metrics.get("val_auc_balanced")
+    score = f" ({auc:.4f})" if isinstance(auc, float) else ""
+    return f"{champion.get('stage')}@{metrics.get('global_epoch')}{score}"
+
+
+def trials_section(exp: Experiment, champion: Mapping[str, Any] | None = None) -> str:
     rows = exp.rows()
     if not rows:
         return "## Trials\n\nNo trial has started yet."
@@ -115,14 +133,14 @@ def trials_section(exp: Experiment) -> str:
     params = [short_name(k) for k in exp.space]
     metrics = [*bins, "val_auc_balanced", "val_nme", "val_psnr", "val_ssim"]
     header = ["trial", "status", *params, "epochs", "best at", *[f"AUC {bin_label(k)}" for k in bins],
-              "AUC balanced", "NME", "PSNR", "SSIM", "wall time"]  # fmt: skip
+              "AUC balanced", "NME", "PSNR", "SSIM", "wall time", "champion checkpoint"]  # fmt: skip
     show_hours = any("device_hours" in r for r in rows)
     if show_hours:
         header.append("device-h")
     body = []
     for r in rows:
         line = [r["trial"], r["status"], *[r.get(p) for p in params], r["epochs"], r.get("global_epoch")]
-        line += [r.get(k) for k in metrics] + [_duration(r.get("wall_s"))]
+        line += [r.get(k) for k in metrics] + [_duration(r.get("wall_s")), champion_cell(r, champion)]
         if show_hours:
             line.append(r.get("device_hours"))
         body.append(line)
@@ -142,7 +160,7 @@ def trials_section(exp: Experiment) -> str:
         f"Metrics are each trial's best report by `{exp.metric}` (epoch in *best at*); *epochs* is the last "
         f"epoch reached (of {exp.total_epochs}). STOPPED (ASHA): ended early by the scheduler; DIVERGED: a "
         "non-finite training step (NaN metrics); BAD DATA: stopped by its data (too many bad samples, or a "
-        "shard that fails its manifest's sha256)."
+        "shard that fails its manifest's sha256). " + PROMOTED_NOTE
     )
     text = f"## Trials\n\n{summary}{cost}.\n\n{table(header, body)}\n\n{note}"
     return text + ("\n\nErrors:\n" + "\n".join(errors) if errors else "")
@@ -196,6 +214,6 @@ def report_markdown(
     footer: str,
 ) -> str:
     head = f"# Sweep report: {exp.name}\n\nExperiment `{exp.url}`. {footer}"
-    parts = [head, settings_section(exp), space_section(exp), trials_section(exp),
+    parts = [head, settings_section(exp), space_section(exp), trials_section(exp, champion),
              champion_section(champion, champion_url, faces_note), figures_section(notes)]  # fmt: skip
     return "\n\n".join(parts) + "\n"
