@@ -17,6 +17,8 @@
 #   SUPERFAN_DASHBOARD_AGENT_PORT   dashboard agent HTTP port (default 52365)
 #   SUPERFAN_RAY_CLIENT_PORT        Ray client server port (default 10001)
 #   SUPERFAN_S3_PORT                S3 API port (default 8333)
+#   SUPERFAN_METRICS_PORT           Prometheus metrics export port (default 8080; superfan's per-epoch
+#                                   gauges are ray_superfan_* there; `ray metrics launch-prometheus` scrapes it)
 # Ray reserves 10002-19999 for worker processes: keep overrides outside that range.
 #   SUPERFAN_RAY_TEMP_DIR           Ray --temp-dir (default .run/ray; keep it short: Ray's socket paths
 #                                   must stay under 107 characters)
@@ -32,6 +34,7 @@ RAY_PORT="${SUPERFAN_RAY_PORT:-6379}"
 AGENT_PORT="${SUPERFAN_DASHBOARD_AGENT_PORT:-52365}"
 CLIENT_PORT="${SUPERFAN_RAY_CLIENT_PORT:-10001}"
 S3_PORT="${SUPERFAN_S3_PORT:-8333}"
+METRICS_PORT="${SUPERFAN_METRICS_PORT:-8080}"
 RAY_TEMP_DIR="${SUPERFAN_RAY_TEMP_DIR:-${RUN_DIR}/ray}"
 BUCKET="superfan"
 TOKEN_FILE="${HOME}/.ray/auth_token"
@@ -220,10 +223,10 @@ start_ray() {
         --node-ip-address 127.0.0.1 --port "${RAY_PORT}" \
         --dashboard-host 127.0.0.1 --dashboard-port "${DASHBOARD_PORT}" \
         --dashboard-agent-listen-port "${AGENT_PORT}" --ray-client-server-port "${CLIENT_PORT}" \
-        --temp-dir "${RAY_TEMP_DIR}" >"${RUN_DIR}/ray.log" 2>&1 </dev/null &
+        --metrics-export-port "${METRICS_PORT}" --temp-dir "${RAY_TEMP_DIR}" >"${RUN_DIR}/ray.log" 2>&1 </dev/null &
     echo "$!" >"${pidfile}"
     wait_for "Ray head" "${pidfile}" 120 dashboard_ok
-    log "Ray head: up, dashboard http://127.0.0.1:${DASHBOARD_PORT} (pid $(cat "${pidfile}"))"
+    log "Ray head: up, dashboard http://127.0.0.1:${DASHBOARD_PORT}, metrics http://127.0.0.1:${METRICS_PORT}/metrics (pid $(cat "${pidfile}"))"
 }
 
 next_steps() {

@@ -20,6 +20,6 @@ Storage layout under ``--storage`` (a directory or ``s3://bucket/prefix``; defau
     teachers/<key>.json          pointer to the teacher FAN checkpoint for a (FAN, data) combination
     runs/teacher-*/              the teacher's Train run
     sweeps/<name>/               the Tune experiment (restorable with --resume) + sweep.json (settings)
-    trials/<name>/<trial id>/    each trial's Train run and checkpoints
+    trials/<name>/<name>-<trial id>/  each trial's Train run (so named in the Ray dashboard) and checkpoints
     champions/<name>/            promoted versions + the ``latest`` pointer
 """

@@ -56,6 +56,12 @@ def build_parser(kind: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="searcher seed (sweep.seed)")
     p.add_argument("--epochs", type=int, default=None, help="epochs of every selected stage (sweep.epochs)")
     p.add_argument("--multi-objective", action="store_true", help="Optuna on AUC and PSNR (Pareto TPE)")
+    p.add_argument("--optuna-storage", default=None, metavar="URL",
+                   help="the Optuna study's storage, what optuna-dashboard opens: sqlite:///PATH.db, postgresql://..., "
+                        "mysql://... or journal:PATH (default: optuna.db beside the local storage, else "
+                        "~/.superfan/optuna.db)")  # fmt: skip
+    p.add_argument("--mlflow", default=None, metavar="URI",
+                   help="log trials to this MLflow tracking URI, register the champion (extra: superfan[mlflow])")
     p.add_argument("overrides", nargs="*", help="config overrides for every trial, e.g. data.batch_size=8")
     return p
 
@@ -63,7 +69,8 @@ def build_parser(kind: str, description: str) -> argparse.ArgumentParser:
 def plan(kind: str, args: argparse.Namespace) -> Sweep:
     """Resolve the sweep file, command line and data into a :class:`Sweep` (no Ray, no training)."""
     sweep_file = read_sweep_file(args.config)
-    options = ("samples", "workers_per_trial", "max_concurrent", "seed", "epochs", "budget_hours")
+    options = ("samples", "workers_per_trial", "max_concurrent", "seed", "epochs", "budget_hours", "optuna_storage",
+               "mlflow")  # fmt: skip
     settings = sweep_file.sweep.with_options({name: getattr(args, name) for name in options})
     if args.multi_objective:
         settings.multi_objective = True
@@ -97,6 +104,13 @@ def plan(kind: str, args: argparse.Namespace) -> Sweep:
     specs = resolve_space(section, base, f"{args.config}: search.{kind}")
     name = args.name or f"{kind.replace('_', '-')}-{cfg.profile}"
     root = storage.absolute(args.storage)
+    from sweeps.searcher import check_storage_url, default_storage
+
+    settings.optuna_storage = check_storage_url(settings.optuna_storage or default_storage(root))
+    if settings.mlflow:
+        from sweeps.tracking import check_mlflow
+
+        check_mlflow(settings.mlflow)
     return Sweep(
         kind=kind,
         name=name,
@@ -162,12 +176,13 @@ def _run(kind: str, sweep: Sweep, args: argparse.Namespace, embedded_default: bo
         f"\nsweep {sweep.name}: {len(results)} trials in {time.perf_counter() - t0:.0f} s "
         f"({count['ERROR']} errored, {count['DIVERGED']} diverged{bad_data}); experiment {sweep.experiment_url}"
     )
-    print_results(rows, sweep)
-    _print_cost(results, sweep)
     stopped = [(r.metrics or {}) for r in results if isinstance((r.metrics or {}).get("data_error"), str)]
     if stopped and len(stopped) == len(results):  # every trial read the same bad data: say it once, exit 2
+        print_results(rows, sweep)
         raise_data_error(stopped[0], f"all {len(results)} trials")
     champ = promote_best(candidates, sweep)
+    print_results(rows, sweep, champ)
+    _print_cost(results, sweep)
     write_report(sweep)
     return 0 if champ is not None else 1
 

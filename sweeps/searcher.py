@@ -10,6 +10,10 @@
   epochs (``global_epoch``) than the sweep's total is told ``PRUNED``; Optuna then records its last
   intermediate value, reported at its ``global_epoch`` (its last rung), and TPE ranks pruned trials by how
   far they got. A diverged trial (it ends early with NaN metrics) is pruned the same way.
+* **A live study.** The study lives in an Optuna storage (``--optuna-storage``: SQLite by default, any RDB
+  URL, or Optuna's journal file), named after the sweep, so ``optuna-dashboard URL`` shows the running sweep
+  (history, importance, Pareto front, parallel coordinates) and ``optuna.load_study`` reads it; Tune's
+  pickled searcher state reconnects to the same storage on ``--resume``.
 * **Resume after a hard kill.** Killing the driver can leave Tune's experiment state one step ahead of the
   searcher's saved state: a trial suggested just before the kill is restored and resumed
   (``resume_errored=True``), but the restored searcher has no Optuna trial for it, and plain
@@ -37,6 +41,54 @@ from ray.tune.search.optuna import OptunaSearch
 from sweeps.settings import TIME_ATTR
 
 logger = logging.getLogger(__name__)
+
+
+def default_storage(storage_root: str) -> str:
+    """Where a sweep's study lives unless told (``--optuna-storage``): ``optuna.db`` beside a local storage
+    root (the embedded default: ``./.superfan/optuna.db``), else ``~/.superfan/optuna.db`` on the driver's
+    machine (a cluster's head node: a job's working directory is deleted when the job ends)."""
+    from pathlib import Path
+
+    from superfan import storage
+
+    base = Path(storage_root) if not storage.is_s3(storage_root) else Path.home() / ".superfan"
+    return f"sqlite:///{(base / 'optuna.db').absolute()}"
+
+
+_RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
+
+
+def check_storage_url(url: str) -> str:
+    """An Optuna storage URL we can open, checked before Ray starts (one line otherwise); a SQLite file's
+    directory is created."""
+    from pathlib import Path
+
+    from superfan.errors import ConfigError
+
+    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme == "journal":
+        path = Path(url.split(":", 1)[1]).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"journal:{path.absolute()}"
+    if scheme not in _RDB_SCHEMES or "://" not in url:
+        raise ConfigError(
+            f"--optuna-storage {url!r}: expected an Optuna RDB URL (sqlite:///PATH.db, postgresql://..., "
+            "mysql://...) or journal:PATH"
+        )
+    if scheme == "sqlite":
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:":
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """The Optuna storage of a checked URL (RDB, or Optuna's journal file for a shared filesystem)."""
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(url[len("journal:") :]))
+    return optuna.storages.RDBStorage(url, heartbeat_interval=None)
 
 
 def startup_trials(samples: int) -> int:
@@ -69,8 +121,17 @@ class ResumableOptunaSearch(OptunaSearch):
     #: is restored without running ``__init__``, and then completes every trial as before.
     _total_epochs: int | None = None
 
-    def __init__(self, *, samples: int, seed: int | None = None, total_epochs: int | None = None, **kwargs: Any):
-        super().__init__(sampler=tpe_sampler(samples, seed), **kwargs)
+    def __init__(
+        self,
+        *,
+        samples: int,
+        seed: int | None = None,
+        total_epochs: int | None = None,
+        storage_url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        storage = make_storage(storage_url) if storage_url else None
+        super().__init__(sampler=tpe_sampler(samples, seed), storage=storage, **kwargs)
         self._total_epochs = total_epochs
 
     def _stopped_early(self, result: dict[str, Any] | None, error: bool) -> bool:

@@ -67,6 +67,12 @@ class SweepSettings(_Strict):
     #: stop starting new trials once the trials' device-hours add up to this (sweeps/budget.py)
     budget_hours: float | None = Field(None, gt=0)
     seed: int = 0
+    #: the Optuna study's storage: an RDB URL (sqlite:///path.db, postgresql://..., mysql://...) or
+    #: journal:PATH (Optuna's journal file, for a shared filesystem); None: sweeps.searcher.default_storage
+    optuna_storage: str | None = None
+    #: MLflow tracking URI: every trial's params, metrics per epoch and tags, and the champion as a registered
+    #: model version with the alias "champion" (needs the optional `mlflow` extra); None: off
+    mlflow: str | None = None
     synthetic_train: int = Field(512, ge=1)
     synthetic_val: int = Field(128, ge=1)
 

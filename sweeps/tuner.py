@@ -18,6 +18,7 @@ from typing import Any
 from superfan import storage
 from sweeps.settings import TIME_ATTR, Sweep, SweepSettings
 from sweeps.space import default_point, trial_config, tune_space
+from sweeps.tracking import mlflow_callback
 
 #: Test-only fault injection (JSON, the ``debug`` dict of superfan.train.loop.run_training) for every trial.
 DEBUG_ENV = "SUPERFAN_DEBUG_FAULTS"
@@ -40,7 +41,8 @@ def concurrency(settings: SweepSettings, workers: int, cpus_per_worker: float, u
 def run_trial(params: dict[str, Any], setup: dict[str, Any]) -> None:
     """One trial = one Train run over all selected stages of the trial's config.
 
-    The Train run's name is the trial id, under the sweep's ``trials/`` storage: a trial restarted by
+    The Train run's name is ``<sweep>-<trial id>`` (what the Ray dashboard's Train view lists, so runs of
+    several sweeps on one cluster say whose they are), under the sweep's ``trials/`` storage: a trial restarted by
     ``--resume`` (or after a failure) re-runs the same name and Train continues from its own latest
     checkpoint. Checkpoints are kept by the promotion metric so the best report's weights survive.
     """
@@ -54,7 +56,8 @@ def run_trial(params: dict[str, Any], setup: dict[str, Any]) -> None:
     trial_id = ray.tune.get_context().get_trial_id()
     trainer = build_trainer(
         cfg,
-        name=trial_id,
+        name=f"{setup['sweep']}-{trial_id}",
+        sweep=setup["sweep"],
         storage=setup["trials_url"],
         stages=setup["stages"],
         teacher=setup["teacher"],
@@ -79,6 +82,7 @@ def _trainable(sweep: Sweep, teacher: str) -> Any:
     keep_credentials_out_of_tune_runtime_env()  # trials resolve credentials where they run (see there)
 
     setup = {
+        "sweep": sweep.name,
         "config": sweep.config,
         "stages": sweep.stages,
         "teacher": teacher,
@@ -131,6 +135,8 @@ def build_tuner(sweep: Sweep, teacher: str) -> Any:
         seed=s.seed,
         total_epochs=sweep.total_epochs,
         points_to_evaluate=[default_point(sweep.space, cfg)],
+        storage_url=s.optuna_storage,
+        study_name=sweep.name,
     )
     gpu = use_gpu(from_dict(cfg, "sweep config"))
     limit = concurrency(s, int(cfg["train"]["workers"]), float(cfg["train"]["cpus_per_worker"]), gpu)
@@ -150,7 +156,9 @@ def build_tuner(sweep: Sweep, teacher: str) -> Any:
     device = f"{cfg['train']['gpus_per_worker']:g} GPU" if gpu else f"{cfg['train']['cpus_per_worker']:g} CPU"
     print(
         f"sweep {sweep.name}: {s.samples} trials, {limit} at a time, {sweep.total_epochs} epochs each, "
-        f"{cfg['train']['workers']} worker(s) x {device} per trial, searching {', '.join(sweep.space)}",
+        f"{cfg['train']['workers']} worker(s) x {device} per trial, searching {', '.join(sweep.space)}\n"
+        f"sweep {sweep.name}: Optuna study {sweep.name!r} in {s.optuna_storage} (watch it: optuna-dashboard "
+        f"{s.optuna_storage})" + (f"; MLflow experiment {sweep.name!r} at {s.mlflow}" if s.mlflow else ""),
         flush=True,
     )
     return tune.Tuner(
@@ -167,6 +175,7 @@ def build_tuner(sweep: Sweep, teacher: str) -> Any:
             storage_path=path,
             storage_filesystem=fs,
             failure_config=tune.FailureConfig(max_failures=0),
+            callbacks=[cb for cb in (mlflow_callback(sweep),) if cb is not None],
         ),
     )
 

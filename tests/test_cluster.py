@@ -381,6 +381,7 @@ def local_cluster_env() -> Iterator[dict[str, str]]:
         SUPERFAN_DASHBOARD_AGENT_PORT=str(_free_port()),
         SUPERFAN_RAY_CLIENT_PORT=str(_free_port()),
         SUPERFAN_S3_PORT=str(_free_port()),
+        SUPERFAN_METRICS_PORT=str(_free_port()),
     )
     yield env
     subprocess.run([str(CLUSTER / "local.sh"), "down"], env=env, capture_output=True, timeout=120)

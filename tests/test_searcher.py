@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 from ray import tune
 
-from sweeps.searcher import ResumableOptunaSearch, startup_trials
+from sweeps.searcher import ResumableOptunaSearch, check_storage_url, default_storage, make_storage, startup_trials
 
 SPACE = {"losses.pixel.weight": tune.loguniform(0.1, 10.0), "model.generator.layout": tune.choice(["12-3-2", "16-0-0"])}
 METRIC = "val_auc_balanced"
@@ -139,3 +139,40 @@ def test_state_survives_save_and_restore(tmp_path: Path) -> None:
     assert restored._total_epochs == 6 and restored._ot_study.sampler._n_startup_trials == 4
     _run(restored, "next", [0.4])
     assert [t.state for t in restored._ot_study.trials] == [TrialState.PRUNED, TrialState.PRUNED]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_the_study_lives_in_its_storage_and_survives_save_and_restore(tmp_path: Path, kind: str) -> None:
+    """The live study (--optuna-storage): every trial is in the storage as it happens, named after the sweep,
+    so optuna.load_study (and optuna-dashboard) read it; a restored searcher continues the same study."""
+    url = check_storage_url(f"sqlite:///{tmp_path}/a/optuna.db" if kind == "sqlite" else f"journal:{tmp_path}/j/log")
+    s = ResumableOptunaSearch(
+        metric=METRIC, mode="max", samples=4, seed=0, total_epochs=6, storage_url=url, study_name="sw"
+    )
+    s.set_search_properties(METRIC, "max", SPACE)
+    _run(s, "stopped", [0.2, 0.3])
+    storage = make_storage(url)
+    assert [t.state for t in optuna.load_study(study_name="sw", storage=storage).trials] == [TrialState.PRUNED]
+    s.save(str(tmp_path / "searcher.pkl"))
+    restored = ResumableOptunaSearch(metric=METRIC, mode="max", samples=4, seed=0)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    _run(restored, "done", [0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    study = optuna.load_study(study_name="sw", storage=make_storage(url))
+    assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.COMPLETE]
+    assert study.trials[1].value == pytest.approx(0.7) and set(study.trials[1].params) == set(SPACE)
+
+
+def test_storage_urls_are_checked_before_ray_starts(tmp_path: Path) -> None:
+    from superfan.errors import ConfigError
+
+    assert default_storage(str(tmp_path / "store")) == f"sqlite:///{tmp_path}/store/optuna.db"
+    assert default_storage("s3://bucket/prefix") == f"sqlite:///{Path.home()}/.superfan/optuna.db"
+    assert check_storage_url("postgresql://user@db/optuna") == "postgresql://user@db/optuna"
+    assert check_storage_url(f"sqlite:///{tmp_path}/x/y.db") and (tmp_path / "x").is_dir()
+    for bad in ("optuna.db", "redis://localhost", "sqlite:optuna.db", "http://host/db"):
+        with pytest.raises(ConfigError) as err:
+            check_storage_url(bad)
+        assert str(err.value) == (
+            f"--optuna-storage {bad!r}: expected an Optuna RDB URL (sqlite:///PATH.db, postgresql://..., "
+            "mysql://...) or journal:PATH"
+        )

@@ -250,20 +250,22 @@ def _get(url: str) -> Any:
 
 @pytest.fixture
 def ray_cluster() -> Iterator[tuple[str, dict[str, str]]]:
-    """A real ``ray start --head`` (2 CPUs, dashboard on loopback) in its own temp dir and session.
+    """A real ``ray start --head`` (2 CPUs, dashboard on loopback) in its own temp dir and session, exporting
+    Prometheus metrics (``METRICS_URL`` in the env it yields) every second.
 
     ``--block`` keeps ``ray start`` as the parent of the head's processes, so teardown ends exactly this
     cluster (its process group) rather than every Ray process of the user, as ``ray stop`` would.
     """
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's unix sockets live under it
-    dash, agent = _free_port(), _free_port()
+    dash, agent, metrics = _free_port(), _free_port(), _free_port()
     mode = "token" if _auth_headers() else "disabled"
     env = _env(RAY_AUTH_MODE=mode)
     log = open(Path(temp) / "ray-start.log", "w")  # noqa: SIM115 - closed in teardown
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "0",
          "--port", str(_free_port()), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-         "--dashboard-agent-listen-port", str(agent),
+         "--dashboard-agent-listen-port", str(agent), "--metrics-export-port", str(metrics),
+         "--system-config", json.dumps({"metrics_report_interval_ms": 1000}),
          "--temp-dir", temp, "--disable-usage-stats"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
@@ -281,7 +283,7 @@ def ray_cluster() -> Iterator[tuple[str, dict[str, str]]]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"ray start failed:\n{(Path(temp) / 'ray-start.log').read_text()}") from None
                 time.sleep(1)
-        yield address, env
+        yield address, {**env, "METRICS_URL": f"http://127.0.0.1:{metrics}/metrics"}
     finally:
         for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
             if proc.poll() is None:
@@ -309,8 +311,14 @@ def test_ray_job_submit_succeeds_and_dashboard_lists_it(
            "python", "sweeps/loss_weights.py", "--config", str(sweep_yaml), "--storage", str(store),
            "--name", "job-sweep", "--data", local_inputs["train"], "--val", local_inputs["val"],
            "--teacher", local_inputs["teacher"]]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=480, check=False)
-    output = proc.stdout + proc.stderr
+    metrics_url = env.pop("METRICS_URL")
+    log = tmp_path / "job.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # The trials' gauges live while their Train workers do: read Ray's metrics export as a Prometheus
+        # scrape would, while the job runs.
+        samples = _scrape_while(proc, metrics_url, "ray_superfan_", timeout=480)
+    output = log.read_text()
     assert proc.returncode == 0, output[-6000:]
     assert "champion:" in output and "AUC balanced" in output
     jobs = _get(f"{address}/api/jobs/")
@@ -328,6 +336,52 @@ def test_ray_job_submit_succeeds_and_dashboard_lists_it(
     assert job.get("job_id"), job
     trial_runs = [r for r in runs if r.get("status") == "FINISHED" and r.get("job_id") == job.get("job_id")]
     assert len(trial_runs) >= 2, runs
+    # ... each under the sweep's name as well as its trial id, as a user sees it in the Train view.
+    trial_ids = set(_experiment_trials(store / "sweeps" / "job-sweep"))
+    assert {r["name"] for r in trial_runs} == {f"job-sweep-{t}" for t in trial_ids}, (trial_runs, trial_ids)
+    # Every trial's per-epoch figures reached Ray's metrics export, tagged with sweep, trial, stage and pose bin.
+    auc = [tags for name, tags in samples if name == "ray_superfan_val_auc"]
+    assert {t["trial"] for t in auc if t.get("sweep") == "job-sweep"} == {f"job-sweep-{t}" for t in trial_ids}, auc
+    assert {"0_30", "30_60", "60_90", "balanced"} <= {t["pose_bin"] for t in auc} and all(t["stage"] for t in auc)
+    names = {name for name, _ in samples}
+    for gauge in ("val_nme", "val_psnr", "images_per_second", "skipped_samples", "device_hours", "global_epoch"):
+        assert f"ray_superfan_{gauge}" in names, names
+
+
+def _scrape_while(proc: subprocess.Popen[bytes], url: str, prefix: str, timeout: float) -> list[tuple[str, dict]]:
+    """Every ``(metric name, tags)`` series starting with ``prefix`` seen at ``url`` (Prometheus text format)
+    while ``proc`` runs; ends ``proc``'s process group if it outlives ``timeout``."""
+    seen: set[tuple[str, Any]] = set()
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise AssertionError(f"the job ran past {timeout} s")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                text = resp.read().decode()
+            for line in text.splitlines():
+                if line.startswith(prefix):
+                    name, _, rest = line.partition("{")
+                    tags = dict(kv.split("=", 1) for kv in _split_labels(rest.rsplit("}", 1)[0]))
+                    seen.add((name, tuple(sorted((k, v.strip('"')) for k, v in tags.items()))))
+        time.sleep(0.5)
+    return [(name, dict(tags)) for name, tags in seen]
+
+
+def _split_labels(text: str) -> list[str]:
+    """``a="x",b="y,z"`` -> ``['a="x"', 'b="y,z"']`` (commas inside quoted values kept)."""
+    out, cur, quoted = [], "", False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        if ch == "," and not quoted:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [p for p in [*out, cur] if p]
 
 
 # --------------------------------------------------------------------------------- at cluster scale
@@ -390,14 +444,26 @@ def test_asha_counts_epochs_across_a_train_restart(
 def test_a_diverging_trial_ends_once_and_another_is_promoted(
     local_inputs: dict[str, str], sweep_yaml: Path, tmp_path: Path
 ) -> None:
+    """Also the trackers a user watches a sweep in: the live Optuna study (through Optuna's API and
+    optuna-dashboard's own WSGI app, while the sweep runs and after), and MLflow (a run per trial with its
+    params and per-epoch metrics; the champion a registered model version with the alias ``champion``)."""
     store = tmp_path / "store"
     marker = tmp_path / "nan"
+    study_url, mlflow_url = f"sqlite:///{tmp_path}/optuna.db", f"sqlite:///{tmp_path}/mlflow.db"
     env = _env(SUPERFAN_DEBUG_FAULTS=json.dumps({"nan_at_step": 1, "nan_marker": str(marker)}))
-    out = _sweep(["--config", str(sweep_yaml), "--storage", str(store), "--name", "nan", "--max-concurrent", "1",
-                  "--data", local_inputs["train"], "--val", local_inputs["val"], "--teacher", local_inputs["teacher"],
-                  "train.max_failures=2"],
-                 env, tmp_path / "nan.log")  # fmt: skip
+    args = ["--config", str(sweep_yaml), "--storage", str(store), "--name", "nan", "--max-concurrent", "1",
+            "--data", local_inputs["train"], "--val", local_inputs["val"], "--teacher", local_inputs["teacher"],
+            "--optuna-storage", study_url, "--mlflow", mlflow_url, "train.max_failures=2"]  # fmt: skip
+    log = tmp_path / "nan.log"
+    with open(log, "w") as stdout:
+        proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=REPO, env=env, stdout=stdout,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        live = _dashboard_trials_while(proc, study_url, "nan", timeout=420)
+    out = log.read_text()
+    assert proc.returncode == 0, out[-6000:]
+    assert live, "optuna-dashboard never showed a trial of the running sweep"
     assert marker.exists()
+    _check_trackers(study_url, mlflow_url, store)
     assert "(0 errored, 1 diverged)" in out and "DIVERGED" in out
     trials = _trial_rows(store / "sweeps" / "nan")
     diverged = [rows for rows in trials if rows[-1].get("diverged")]
@@ -405,6 +471,71 @@ def test_a_diverging_trial_ends_once_and_another_is_promoted(
     assert math.isnan(diverged[0][0]["val_auc_balanced"])
     manifest = json.loads((store / "champions" / "nan" / "v0001" / "manifest.json").read_text())
     assert manifest["trial_id"] != diverged[0][0]["trial_id"]
+
+
+def _dashboard_get(study_url: str, path: str, query: str = "") -> Any:
+    """GET ``path`` from optuna-dashboard's own WSGI app over ``study_url`` (what ``optuna-dashboard URL``
+    serves)."""
+    from wsgiref.util import setup_testing_defaults
+
+    import optuna_dashboard
+
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    environ.update(PATH_INFO=path, QUERY_STRING=query, REQUEST_METHOD="GET")
+    status: list[str] = []
+    body = b"".join(optuna_dashboard.wsgi(study_url)(environ, lambda s, h, e=None: status.append(s)))
+    assert status[0].startswith("200"), (status, body[:500])
+    return json.loads(body)
+
+
+def _dashboard_study(study_url: str, name: str) -> dict[str, Any] | None:
+    summaries = _dashboard_get(study_url, "/api/studies")["study_summaries"]
+    study = next((s for s in summaries if s["study_name"] == name), None)
+    return None if study is None else _dashboard_get(study_url, f"/api/studies/{study['study_id']}", "after=0")
+
+
+def _dashboard_trials_while(proc: subprocess.Popen[bytes], study_url: str, name: str, timeout: float) -> list:
+    """The study's trials as optuna-dashboard showed them at the first look with a trial, while ``proc`` ran."""
+    deadline = time.monotonic() + timeout
+    seen: list = []
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise AssertionError(f"the sweep ran past {timeout} s")
+        if not seen and Path(study_url.removeprefix("sqlite:///")).exists():
+            with contextlib.suppress(Exception):  # the driver may be creating the schema right now
+                seen = (_dashboard_study(study_url, name) or {}).get("trials") or []
+        time.sleep(1)
+    return seen
+
+
+def _check_trackers(study_url: str, mlflow_url: str, store: Path) -> None:
+    """After the 2-trial sweep ``nan`` (one diverged): the Optuna study and the MLflow records."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    study = optuna.load_study(study_name="nan", storage=study_url)
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE", "PRUNED"], states  # the diverged trial is pruned, not a finished score
+    space = {f"losses.{k}.weight" for k in ("pixel", "perceptual", "heatmap", "adversarial")}
+    assert all(set(t.params) == space for t in study.trials), study.trials
+    shown = _dashboard_study(study_url, "nan")
+    assert shown is not None and sorted(t["state"] for t in shown["trials"]) == ["Complete", "Pruned"], shown
+    client = MlflowClient(tracking_uri=mlflow_url)
+    exp = client.get_experiment_by_name("nan")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 2, runs
+    for run in runs:
+        assert run.data.tags["superfan.sweep"] == "nan" and space <= set(run.data.params), run.data
+    finished = next(r for r in runs if math.isfinite(r.data.metrics.get("val_auc_balanced", math.nan)))
+    history = client.get_metric_history(finished.info.run_id, "val_auc_balanced")
+    assert len(history) >= 2, history  # one point per epoch
+    manifest = json.loads((store / "champions" / "nan" / "v0001" / "manifest.json").read_text())
+    version = client.get_model_version_by_alias("nan", "champion")
+    assert version.source == f"{store}/champions/nan/v0001" and version.run_id == finished.info.run_id
+    assert version.tags["superfan.trial"] == manifest["trial_id"] and version.tags["superfan.version"] == "v0001"
 
 
 def test_multi_objective_sweep_stops_at_its_budget(

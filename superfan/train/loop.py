@@ -460,14 +460,21 @@ def data_error_metrics(err: UserError) -> dict[str, Any]:
 
 
 class RayReporter:
-    """``ray.train.report`` from every rank; rank 0 attaches the checkpoint directory."""
+    """``ray.train.report`` from every rank; rank 0 attaches the checkpoint directory and exports the epoch's
+    figures as Ray metrics (every rank reports the same validation)."""
 
-    def __init__(self, rank: int) -> None:
+    def __init__(self, rank: int, tags: dict[str, str] | None = None) -> None:
+        from superfan.train.raymetrics import EpochMetrics
+
         self.rank = rank
+        tags = tags or {}
+        self.gauges = EpochMetrics(tags.get("sweep", ""), tags.get("trial", "")) if rank == 0 else None
 
     def __call__(self, metrics: dict[str, Any], payload: dict[str, Any] | None) -> None:
         import ray.train
 
+        if self.gauges is not None:
+            self.gauges.export(metrics)
         if payload is None or self.rank != 0:
             ray.train.report(metrics)
             return
@@ -540,7 +547,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if ckpt is not None:
         with ckpt.as_directory() as d:
             resume = load_checkpoint(d)
-    reporter = RayReporter(rank)
+    reporter = RayReporter(rank, config.get("metric_tags"))
     try:
         run_training(config, rank=rank, world_size=world, device=device, report=reporter, wrap=wrap, resume=resume)
     except TrainingDiverged as err:

@@ -188,13 +188,15 @@ def build_trainer(
     callbacks: list[Any] | None = None,
     resume_from: str | None = None,
     debug: dict[str, Any] | None = None,
+    sweep: str = "",
 ) -> Any:
     """A TorchTrainer that runs ``stages`` (default: all non-teacher stages) of ``cfg`` as one Train run.
 
     ``teacher`` (or ``cfg.train.teacher``) is the HR FAN checkpoint; ``resume_from`` a checkpoint to start
     from (continues its stage/epoch/step/LR if its stage is selected, else only its weights). Ray's own
     checkpoints take precedence after a worker failure (``max_failures``) and when the same ``name`` is
-    re-run on the same storage. ``debug`` is fault injection for the test suite only.
+    re-run on the same storage. ``debug`` is fault injection for the test suite only. ``sweep`` (the sweep's
+    name, empty for ``superfan train``) tags the run's Ray metrics (superfan.train.raymetrics) beside ``name``.
     """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -238,6 +240,7 @@ def build_trainer(
         "teacher": teacher,
         "init_from": resume_from,
         "debug": dict(debug or {}),
+        "metric_tags": {"sweep": sweep, "trial": name},
     }
     return TorchTrainer(
         train_loop_per_worker,
