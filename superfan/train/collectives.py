@@ -44,14 +44,8 @@ def world_size() -> int:
 
 def mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
     """Each value averaged over the ranks (every rank must pass the same keys)."""
-    dist = _dist()
-    if dist is None or not values:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=collective_device())
-    dist.all_reduce(t)
-    t /= dist.get_world_size()
-    return dict(zip(keys, t.cpu().tolist(), strict=True))
+    n = world_size()
+    return {k: v / n for k, v in sum_across_ranks(values).items()} if n > 1 else values
 
 
 def min_max_across_ranks(value: float) -> tuple[float, float]:
