@@ -190,7 +190,9 @@ start_s3() {
     credentials
     write_env
     # setsid: its own process group, so `down` can clean up weed even if the launcher dies first.
-    setsid "${PYTHON}" -m superfan.s3server "${RUN_DIR}/s3" --bucket "${BUCKET}" --port "${S3_PORT}" \
+    # devtools/ is not installed: the checkout goes on PYTHONPATH, so this works from any directory.
+    PYTHONPATH="${REPO}${PYTHONPATH:+:${PYTHONPATH}}" \
+        setsid "${PYTHON}" -m devtools.s3server "${RUN_DIR}/s3" --bucket "${BUCKET}" --port "${S3_PORT}" \
         --access-key "${ACCESS_KEY}" --secret-key "${SECRET_KEY}" --env-file "${RUN_DIR}/s3.env" \
         >"${RUN_DIR}/s3.log" 2>&1 </dev/null &
     echo "$!" >"${pidfile}"

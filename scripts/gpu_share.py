@@ -24,7 +24,7 @@ from shards.pack import PackOptions, pack
 from superfan.checkpoint import save_checkpoint
 from superfan.config import load_config
 from superfan.models import FAN
-from superfan.train.trainer import build_trainer
+from superfan.train.driver import build_trainer
 
 
 def _config(args: argparse.Namespace, *extra: str) -> object:

@@ -17,7 +17,8 @@ import torch
 
 from shards.pack import PackOptions, pack
 from superfan.config import load_config
-from superfan.train.loop import LocalReporter, run_training
+from superfan.train.loop import run_training
+from superfan.train.reports import LocalReporter
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from shards.crop import crop_face
 from shards.pack import PROFILE_CONTEXT, key_fraction
 from shards.profile import Profiler
 from shards.readers import make_key
-from superfan.faces import landmark_box
+from superfan.landmarks import landmark_box
 from superfan.pose import read_pts
 
 YAWS = (0, 30, 45, 60, 75, 90)

@@ -48,8 +48,13 @@ def _parser() -> argparse.ArgumentParser:
         "e.g. 30,45,60,75,90 ('default' = that list); each face turns further in its own direction "
         "(both ways when near frontal). 68-point formats only (300w, mat, ls3dw, synthetic)",
     )
-    p.add_argument("--profile-views", type=int, default=None, metavar="N",
-                   help="with --profile: N of the eligible yaws per face, chosen by a hash of its key (default all)")
+    p.add_argument(
+        "--profile-views",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --profile: N of the eligible yaws per face, chosen by a hash of its key (default all)",
+    )
     p.add_argument("--profile-mirror", action="store_true",
                    help="with --profile: also pack each view mirrored (the other side)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -95,36 +100,35 @@ def _profile(args: argparse.Namespace) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from superfan.errors import UserError
+    from superfan.errors import run_command
 
     args = _parser().parse_args(argv)
-    try:
-        if args.command == "pack":
-            from shards.pack import PackOptions, pack, summary
+    return run_command(f"shards {args.command}", lambda: _run(args))
 
-            opts = PackOptions(
-                format=args.format, src=args.src, dest=args.dest, split=args.split,
-                shard_size=args.shard_size,
-                workers=args.workers, limit=args.limit, overwrite=args.overwrite, crop_size=args.crop_size,
-                context=args.context, min_face=args.min_face, seed=args.seed, dataset=args.dataset,
-                pose_file=args.pose_file, pose_source=args.pose_source, progress=not args.quiet,
-                hash_range=_hash_range(args.hash_range), profile=_profile(args),
-            )  # fmt: skip
-            if opts.workers < 0 or (opts.limit is not None and opts.limit < 1):
-                raise UserError("--workers must be >= 0 and --limit >= 1")
-            result = pack(opts)
-            print(summary(result, opts))
-            return 0
-        from shards.writer import verify
 
-        print(json.dumps(verify(args.url)))
+def _run(args: argparse.Namespace) -> int:
+    from superfan.errors import UserError
+
+    if args.command == "pack":
+        from shards.pack import PackOptions, pack, summary
+
+        opts = PackOptions(
+            format=args.format, src=args.src, dest=args.dest, split=args.split,
+            shard_size=args.shard_size,
+            workers=args.workers, limit=args.limit, overwrite=args.overwrite, crop_size=args.crop_size,
+            context=args.context, min_face=args.min_face, seed=args.seed, dataset=args.dataset,
+            pose_file=args.pose_file, pose_source=args.pose_source, progress=not args.quiet,
+            hash_range=_hash_range(args.hash_range), profile=_profile(args),
+        )  # fmt: skip
+        if opts.workers < 0 or (opts.limit is not None and opts.limit < 1):
+            raise UserError("--workers must be >= 0 and --limit >= 1")
+        result = pack(opts)
+        print(summary(result, opts))
         return 0
-    except UserError as err:
-        print(f"shards {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"shards {args.command}: interrupted", file=sys.stderr)
-        return 130
+    from shards.writer import verify
+
+    print(json.dumps(verify(args.url)))
+    return 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from superfan.faces import transform_points
+from superfan.landmarks import transform_points
 
 DEFAULT_SIZE = 256
 DEFAULT_CONTEXT = 2.4

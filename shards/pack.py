@@ -36,7 +36,7 @@ from shards.readers import REASONS, RawRecord, Reader, Rejection, make_reader
 from shards.writer import FORMAT, ShardWriter, manifest_url, read_manifest, write_manifest
 from superfan import storage
 from superfan.errors import StorageError, UserError
-from superfan.faces import landmark_box
+from superfan.landmarks import landmark_box
 from superfan.records import now_iso
 
 JPEG_QUALITY = 95
@@ -96,10 +96,7 @@ def _init_worker(reader: Reader, opts: PackOptions) -> None:
         import torch
 
         torch.set_num_threads(1)
-    # A forked child must not reuse the parent's boto3 connection pool.
-    cache_clear = getattr(storage._client, "cache_clear", None)
-    if cache_clear is not None:
-        cache_clear()
+    storage.reset_clients()  # a forked child must not reuse the parent's boto3 connection pool
 
 
 def _load_image(image: str | bytes | np.ndarray) -> Image.Image:

@@ -41,7 +41,7 @@ import torch
 
 from shards.head import head_mesh
 from shards.raster import grid_mesh, rasterize
-from superfan.faces import FLIP_PERMUTATION, flip_points
+from superfan.landmarks import FLIP_PERMUTATION, flip_points
 from superfan.pose import Camera, fit_camera, rotation
 
 #: Pixels between mesh vertices of the working crop (a 320 px crop: ~11k vertices, 22k triangles; the texture

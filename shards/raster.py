@@ -7,7 +7,7 @@ of a bucket tests the same ``B x B`` window of candidate pixels at once, the win
 ``scatter_reduce(amax)`` of depth (z points towards the camera, the largest z is in front), and each pixel
 gets the barycentric interpolation of the winning triangle's vertex attributes.
 
-Pixel centres are at integer coordinates (the convention of :mod:`superfan.faces`), and a pixel belongs to a
+Pixel centres are at integer coordinates (the convention of :mod:`superfan.landmarks`), and a pixel belongs to a
 triangle when its centre is inside or on an edge, so two triangles sharing an edge leave no crack.
 """
 

@@ -137,13 +137,6 @@ def parse_pts(text: str) -> np.ndarray:
     return check_points(rows)
 
 
-def _read(url: str) -> bytes:
-    try:
-        return storage.read_bytes(url)
-    except UserError:
-        raise BadInput("no_image") from None
-
-
 class Reader:
     """Base class: ``items()`` lists work units, ``read(item)`` turns one into records or rejections."""
 

@@ -12,15 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from superfan.provenance import VERSION as __version__
+from superfan.provenance import code_version
+
 __all__ = ["Enhancer", "__version__", "code_version"]
-
-
-def code_version() -> str:
-    """``__version__`` plus the commit (or the sources' digest): see :mod:`superfan.provenance`."""
-    from superfan.provenance import code_version as version
-
-    return version()
 
 
 def __getattr__(name: str) -> Any:

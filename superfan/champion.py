@@ -1,4 +1,5 @@
-"""Champions: promote the best checkpoint of a sweep, verify it, pull it (``superfan pull URL DIR``).
+"""Champions: promote the best checkpoint of a sweep, verify it, pull it (:func:`pull`; the command is
+``superfan pull URL DIR``, :mod:`superfan.commands.pull`).
 
 A champion is ``<storage>/champions/<sweep name>/<version>/``: the checkpoint's files copied verbatim plus
 ``manifest.json`` (metrics per pose bin, PSNR/SSIM, the full config, the trial id, the source checkpoint,
@@ -23,7 +24,6 @@ This module imports neither torch nor Ray, so ``superfan pull`` stays quick.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from superfan import code_version, faults, storage
+from superfan import faults, storage
 from superfan.errors import IntegrityError, StorageError, UserError
-from superfan.provenance import code_identity
+from superfan.provenance import code_identity, code_version
 from superfan.records import json_safe, now_iso, sha256_file
 
 FORMAT = "superfan-champion/1"
@@ -104,12 +104,6 @@ def rank_candidates(candidates: Iterable[Candidate], metric: str = METRIC, mode:
     valid = [c for c in candidates if c.checkpoint and _score(c.metrics, metric) is not None]
     sign = -1.0 if mode == "max" else 1.0
     return sorted(valid, key=lambda c: sign * _score(c.metrics, metric))  # type: ignore[operator]
-
-
-def select_best(candidates: Iterable[Candidate], metric: str = METRIC, mode: str = "max") -> Candidate | None:
-    """The best report across all trials and all their reports, or ``None`` when none is valid."""
-    ranked = rank_candidates(candidates, metric, mode)
-    return ranked[0] if ranked else None
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -594,17 +588,3 @@ def metrics_table(rows: Sequence[Mapping[str, Any]], first: Sequence[tuple[str, 
         lines.append("  ".join(parts))
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)
-
-
-# -------------------------------------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", help="champion URL: <storage>/champions/<sweep> (follows 'latest') or a version")
-    parser.add_argument("dir", help="local directory to place the verified champion in")
-    parser.add_argument("--quiet", action="store_true", help="do not print the metrics table")
-
-
-def run(args: argparse.Namespace) -> int:
-    pull(args.url, args.dir, quiet=args.quiet)
-    return 0

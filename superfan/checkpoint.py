@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from superfan import code_version, storage
+from superfan import storage
 from superfan.errors import IntegrityError, StorageError
-from superfan.provenance import code_identity
+from superfan.provenance import code_identity, code_version
 from superfan.records import json_safe, now_iso
 
 FORMAT = "superfan-checkpoint/1"

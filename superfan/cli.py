@@ -1,8 +1,8 @@
 """The ``superfan`` command.
 
-Each subcommand lives in the module that owns its work and exposes ``add_arguments(parser)`` and
+Each subcommand is a module of :mod:`superfan.commands` that exposes ``add_arguments(parser)`` and
 ``run(args) -> int``; this file only dispatches, so ``superfan --help`` stays fast (no torch or Ray
-import) and user errors print one line instead of a traceback.
+import), and user errors print one line instead of a traceback (:func:`superfan.errors.run_command`).
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import sys
 
 #: name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("superfan.train.cli", "train the teacher FAN or Super-FAN stages on Ray Train"),
-    "evaluate": ("superfan.evaluate_cli", "Tables 1 and 2 of the paper (PSNR/SSIM, AUC per pose) for checkpoints"),
-    "report": ("superfan.evaluate_cli", "re-render tables and figures from an evaluation JSON"),
-    "enhance": ("superfan.infer_cli", "super-resolve faces and find 68 landmarks with a champion"),
-    "pull": ("superfan.champion", "download and verify a promoted champion checkpoint"),
-    "sweep": ("superfan.sweep_report.cli", "sweep report EXPERIMENT_URL: a sweep's trials, figures and champion"),
-    "bench": ("superfan.bench", "measure speed and memory: models | data | train | enhance"),
-    "config": ("superfan.config_cli", "print a resolved config profile as YAML"),
+    "train": ("superfan.commands.train", "train the teacher FAN or Super-FAN stages on Ray Train"),
+    "evaluate": ("superfan.commands.evaluate", "Tables 1 and 2 of the paper (PSNR/SSIM, AUC per pose) for checkpoints"),
+    "report": ("superfan.commands.evaluate", "re-render tables and figures from an evaluation JSON"),
+    "enhance": ("superfan.commands.enhance", "super-resolve faces and find 68 landmarks with a champion"),
+    "pull": ("superfan.commands.pull", "download and verify a promoted champion checkpoint"),
+    "sweep": ("superfan.commands.sweep", "sweep report EXPERIMENT_URL: a sweep's trials, figures and champion"),
+    "bench": ("superfan.commands.bench", "measure speed and memory: models | data | train | enhance"),
+    "config": ("superfan.commands.config", "print a resolved config profile as YAML"),
 }
 
 
@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from superfan.errors import UserError
+    from superfan.errors import run_command
 
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -52,14 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(parser, name) if _takes_name(module) else module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
     args.command = name
-    try:
-        return int(module.run(args) or 0)
-    except UserError as err:
-        print(f"superfan {name}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"superfan {name}: interrupted", file=sys.stderr)
-        return 130
+    return run_command(f"superfan {name}", lambda: module.run(args))
 
 
 def _takes_name(module: object) -> bool:

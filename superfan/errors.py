@@ -1,11 +1,15 @@
 """User-facing errors.
 
 Anything a user can cause (a bad config value, a missing file, an unreachable endpoint, a tampered
-checkpoint) raises :class:`UserError` with one line that says what and where. The CLI prints that line
-and exits non-zero without a traceback; programming errors keep their tracebacks.
+checkpoint) raises :class:`UserError` with one line that says what and where. Every command line
+(``superfan``, ``python -m shards``, the sweep scripts) runs its work through :func:`run_command`, which
+prints that line and exits 2 without a traceback; programming errors keep their tracebacks.
 """
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Callable
 
 
 class UserError(Exception):
@@ -47,3 +51,17 @@ class BadSample(ValueError):
 
 class BadData(UserError):
     """Too many samples could not be used (above ``data.max_bad_fraction``): the data is bad, not a sample."""
+
+
+def run_command(prog: str, fn: Callable[[], int | None], *, interrupted: str = "interrupted") -> int:
+    """``fn()``'s exit status (``None`` is 0); a :class:`UserError` prints ``{prog}: error: {message}`` on
+    stderr and returns 2, Ctrl-C (or a SIGTERM turned into ``KeyboardInterrupt``) prints ``{prog}: {interrupted}``
+    and returns 130. Anything else propagates with its traceback."""
+    try:
+        return int(fn() or 0)
+    except UserError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        return 130

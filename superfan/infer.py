@@ -9,7 +9,7 @@ that geometry and to carry the landmarks back out of it exactly:
   (the training degradation's kernel). For good results the face should fill the crop the way it fills
   the training window: face height about 50/64 of the crop side, centred.
 * :meth:`Enhancer.enhance_boxes` takes a full photo and face boxes (x, y, w, h). It cuts the square window
-  that makes each box 50/64 of it (:func:`superfan.faces.crop_matrix`) at the photo's own resolution, so no
+  that makes each box 50/64 of it (:func:`superfan.landmarks.crop_matrix`) at the photo's own resolution, so no
   resampling happens before the single antialiased resize to 16x16.
 
 Each face gets a 2x3 affine from its input's pixels to the 64x64 SR frame; landmarks found on the SR face
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from superfan import storage
 from superfan.errors import UserError
-from superfan.faces import crop_matrix, heatmaps_to_points, invert_affine, transform_points
+from superfan.landmarks import crop_matrix, heatmaps_to_points, invert_affine, transform_points
 
 LR_SIZE = 16
 HR_SIZE = 64

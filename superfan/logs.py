@@ -1,7 +1,7 @@
 """Our own log lines (``superfan.*`` loggers: skipped bad samples, storage retries) on stderr, one line each.
 
 Library modules only create loggers; the entry points that own a process (the CLI and sweep drivers via
-:func:`superfan.raysession.ray_session`, and every Ray Train worker) call :func:`show_warnings` once, so a
+:func:`superfan.train.session.ray_session`, and every Ray Train worker) call :func:`show_warnings` once, so a
 retry or a skipped sample is visible where a person reads the run (Ray forwards workers' stderr).
 """
 

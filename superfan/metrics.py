@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from superfan.faces import POSE_BIN_EDGES, pose_bin
+from superfan.landmarks import POSE_BIN_EDGES, pose_bin
 
 ArrayLike = torch.Tensor | np.ndarray | Sequence[float]
 

@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+#: The release (pyproject.toml's ``version``); ``superfan.__version__`` re-exports it.
+VERSION = "0.1.0"
 COMMIT_ENV = "SUPERFAN_GIT_COMMIT"
 _ROOT = Path(__file__).resolve().parents[1]
 _PACKAGES = ("superfan", "shards", "sweeps")
@@ -70,15 +72,13 @@ def _ray_working_dir() -> str | None:
 
 def code_identity() -> dict[str, Any]:
     """The identity of the running code (see the module docstring)."""
-    from superfan import __version__
-
     commit, dirty = _git()
     source = "git" if commit else None
     given = os.environ.get(COMMIT_ENV, "").strip().lower()
     if commit is None and re.fullmatch(r"[0-9a-f]{7,40}", given):
         commit, source = given, COMMIT_ENV
     return {
-        "version": __version__,
+        "version": VERSION,
         "commit": commit,
         "commit_source": source,
         "dirty": dirty,

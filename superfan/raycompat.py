@@ -14,6 +14,10 @@ CREDENTIAL_ENV_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURI
 #: Train V2's switch for its preemption watcher (``ray.train.v2._internal.constants``).
 PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
+#: Where ``ray job submit`` hands the job's config (its ``runtime_env`` included) to the entrypoint
+#: (``ray._private.runtime_env.constants``): a job's own env_vars must not be set again by ``ray.init``.
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
 
 def keep_credentials_out_of_tune_runtime_env() -> None:
     """Stop Ray Tune from putting the driver's AWS keys into each trial actor's ``runtime_env``.

@@ -13,15 +13,10 @@ profile needs the ImageNet ResNet-50 of Eq. 2, or ``random``: see sweeps/configs
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-# Run as a file, Python puts sweeps/ first on sys.path, not the repository
-# root; under ``ray job submit --working-dir`` the root is the job's copy. Either way the root goes first.
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from sweeps.cli import entry  # noqa: E402
+# No sys.path edit: ``sweeps`` is an installed package (``pip install -e .``), and under ``ray job submit
+# --working-dir .`` Ray puts the job's copy of the repository first on PYTHONPATH.
+from sweeps.cli import entry
 
 main = entry("augmentation", __doc__.splitlines()[0])
 

@@ -14,20 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# Train V2 inside Tune, Train runs visible in the dashboard, no usage reporting. Set before Ray is
-# imported anywhere in this process: the in-process cluster and all its workers inherit them.
-os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
-from superfan import storage  # noqa: E402
-from superfan.errors import ConfigError, UserError  # noqa: E402
-from superfan.train.trainer import raise_data_error  # noqa: E402
-from sweeps.inputs import ensure_data, ensure_teacher  # noqa: E402
-from sweeps.results import print_results, promote_best, trial_rows, write_report  # noqa: E402
-from sweeps.settings import Sweep, read_sweep_file  # noqa: E402
-from sweeps.space import fixed_values, resolve_space, trial_config  # noqa: E402
-from sweeps.tuner import build_tuner, can_resume, restore_tuner  # noqa: E402
+# Importing superfan.train.driver (through superfan.train.session) sets Ray's defaults (Train V2 inside
+# Tune, Train runs visible in the dashboard, no usage reporting) before Ray is imported anywhere in this
+# process: the in-process cluster and all its workers inherit them.
+from superfan import storage
+from superfan.errors import ConfigError, UserError, run_command
+from superfan.stagekinds import default_stages
+from superfan.train.driver import raise_data_error
+from sweeps.inputs import ensure_data, ensure_teacher
+from sweeps.results import print_results, promote_best, trial_rows, write_report
+from sweeps.settings import Sweep, read_sweep_file
+from sweeps.space import fixed_values, resolve_space, trial_config
+from sweeps.tuner import build_tuner, can_resume, restore_tuner
 
 SWEEPS_DIR = Path(__file__).resolve().parent
 CONFIGS_DIR = SWEEPS_DIR / "configs"
@@ -60,8 +58,12 @@ def build_parser(kind: str, description: str) -> argparse.ArgumentParser:
                    help="the Optuna study's storage, what optuna-dashboard opens: sqlite:///PATH.db, postgresql://..., "
                         "mysql://... or journal:PATH (default: optuna.db beside the local storage, else "
                         "~/.superfan/optuna.db)")  # fmt: skip
-    p.add_argument("--mlflow", default=None, metavar="URI",
-                   help="log trials to this MLflow tracking URI, register the champion (extra: superfan[mlflow])")
+    p.add_argument(
+        "--mlflow",
+        default=None,
+        metavar="URI",
+        help="log trials to this MLflow tracking URI, register the champion (extra: superfan[mlflow])",
+    )
     p.add_argument("overrides", nargs="*", help="config overrides for every trial, e.g. data.batch_size=8")
     return p
 
@@ -87,7 +89,7 @@ def plan(kind: str, args: argparse.Namespace) -> Sweep:
         cfg.data.val = [storage.absolute(u) for u in args.val]
     if cfg.data.train and not cfg.data.val:
         raise ConfigError("no validation data: pass --val URL (the promotion metric is validation AUC)")
-    stages = settings.stages or [s.name for s in cfg.stages if s.kind != "fan"]
+    stages = settings.stages or default_stages(cfg)
     unknown = sorted(set(settings.promote_stages or []) - set(stages))
     if unknown:
         raise ConfigError(f"{args.config}: sweep.promote_stages: {unknown} are not among the stages run {stages}")
@@ -127,21 +129,17 @@ def plan(kind: str, args: argparse.Namespace) -> Sweep:
 def main(kind: str, description: str, argv: list[str] | None = None) -> int:
     """Entry point shared by the sweep scripts; user errors print one line and exit 2."""
     args = build_parser(kind, description).parse_args(argv)
-    try:
-        return _main(kind, args, argv)
-    except UserError as err:
-        print(f"sweeps/{kind}.py: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (superfan.raysession): Ray is already shut down
-        print(f"sweeps/{kind}.py: interrupted; continue with --resume", file=sys.stderr)
-        return 130
+    # On Ctrl-C or SIGTERM (superfan.train.session) Ray is already shut down: the sweep can be resumed.
+    return run_command(
+        f"sweeps/{kind}.py", lambda: _main(kind, args, argv), interrupted="interrupted; continue with --resume"
+    )
 
 
 def _main(kind: str, args: argparse.Namespace, argv: list[str] | None) -> int:
     sweep = plan(kind, args)
     embedded_default = not (argv if argv is not None else sys.argv[1:])
     _preflight(sweep)
-    from superfan.raysession import ray_session
+    from superfan.train.session import ray_session
 
     with ray_session(verbose_logs=args.verbose):
         return _run(kind, sweep, args, embedded_default)
@@ -205,7 +203,7 @@ def _preflight(sweep: Sweep) -> None:
     """The user errors findable before Ray starts (storage, data, teacher), one line each; without data
     URLs the synthetic faces are packed under the storage once Ray is up."""
     from superfan.config import from_dict
-    from superfan.train.trainer import preflight
+    from superfan.train.driver import preflight
 
     cfg = from_dict(sweep.config, "sweep config")
     preflight(cfg, teacher=sweep.teacher, storage_url=sweep.storage, data=bool(cfg.data.train))
@@ -216,7 +214,7 @@ def _warn_random_perceptual(sweep: Sweep, cfg: Any) -> None:
     """Say once per sweep, not once per trial, that Eq. 2 runs on random features; trials stay quiet.
     Only when the weights are unset, as ``PerceptualNet`` warns: ``random`` is the user's explicit choice."""
     from superfan.models.perceptual import RANDOM_FEATURES_WARNING, WARNED_ENV
-    from superfan.train.stages import STAGE_SPECS
+    from superfan.stagekinds import STAGE_SPECS
 
     if cfg.model.perceptual_weights is not None:
         return

@@ -68,7 +68,7 @@ def ensure_teacher(sweep: Sweep) -> str:
     if sweep.teacher:
         return sweep.teacher
     from superfan.config import from_dict
-    from superfan.train.trainer import build_trainer, checkpoint_url, raise_data_error, read_stop, run_url
+    from superfan.train.driver import build_trainer, checkpoint_url, raise_data_error, read_stop, run_url
 
     cfg = from_dict(sweep.config, "sweep config")
     fan_stages = [s for s in cfg.stages if s.kind == "fan"]

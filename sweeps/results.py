@@ -22,7 +22,7 @@ def trial_rows(results: Any, sweep: Sweep) -> tuple[list[dict[str, Any]], list[A
     """Per trial: its row of the table (:func:`superfan.sweep_report.table_row`, the one the sweep report
     shows: best report by the metric); and every checkpointed report as a promotion candidate."""
     from superfan.champion import Candidate
-    from superfan.train.trainer import checkpoint_url
+    from superfan.train.driver import checkpoint_url
 
     metric, mode = sweep.settings.metric, sweep.settings.mode
     promotable = set(sweep.settings.promote_stages or sweep.stages[-1:])

@@ -50,7 +50,7 @@ def run_trial(params: dict[str, Any], setup: dict[str, Any]) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from superfan.train.trainer import build_trainer
+    from superfan.train.driver import build_trainer
 
     cfg = trial_config(setup["config"], params)
     trial_id = ray.tune.get_context().get_trial_id()
@@ -118,7 +118,7 @@ def build_tuner(sweep: Sweep, teacher: str) -> Any:
     from ray.tune.search import ConcurrencyLimiter
 
     from superfan.config import from_dict
-    from superfan.train.trainer import storage_location, use_gpu
+    from superfan.train.driver import storage_location, use_gpu
     from sweeps.searcher import ResumableOptunaSearch  # imports Ray: not before a command needs it
 
     s = sweep.settings
@@ -181,7 +181,7 @@ def build_tuner(sweep: Sweep, teacher: str) -> Any:
 
 
 def _experiment_path(sweep: Sweep) -> tuple[str, Any]:
-    from superfan.train.trainer import storage_location
+    from superfan.train.driver import storage_location
 
     path, fs = storage_location(storage.join(sweep.storage, "sweeps"))
     return f"{path}/{sweep.name}", fs

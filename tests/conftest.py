@@ -34,7 +34,7 @@ def widerface_dir() -> Path:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """One SeaweedFS ``weed mini`` for the session, bucket ``superfan``, its own credentials."""
-    from superfan.s3server import SeaweedServer
+    from devtools.s3server import SeaweedServer
 
     server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), buckets=("superfan",)).start()
     yield server

@@ -25,7 +25,8 @@ from superfan.data.manifest import parse_manifest, resolve_dataset
 from superfan.data.stream import make_loader
 from superfan.errors import BadData, IntegrityError
 from superfan.records import sha256_file
-from superfan.train.loop import LocalReporter, run_training
+from superfan.train.loop import run_training
+from superfan.train.reports import LocalReporter
 
 
 def _pack(tmp: Path, n: int, shard_size: int = 1000) -> Path:
@@ -147,6 +148,7 @@ def test_three_of_48_at_the_default_limit_stops_with_one_line(tmp_path: Path) ->
     assert "above data.max_bad_fraction 0.01" in message and ".tar: not a decodable image" in message
 
 
+@pytest.mark.slow  # packs and streams 1,000 faces (~17 s)
 def test_three_of_a_thousand_at_the_default_limit_go_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = _pack(tmp_path, 1000)
     damaged = _rewrite(data, _zero_jpegs({100, 500, 900}))

@@ -22,7 +22,7 @@ import pytest
 
 import superfan
 from superfan import storage
-from superfan.champion import Candidate, Champion, promote, pull, select_best, verify_champion
+from superfan.champion import Candidate, Champion, promote, pull, rank_candidates, verify_champion
 from superfan.errors import IntegrityError, UserError
 
 
@@ -61,11 +61,11 @@ def history(tmp_path: Path) -> list[Candidate]:
 
 
 def test_best_report_not_the_last_wins(history: list[Candidate]) -> None:
-    best = select_best(history)
+    best = rank_candidates(history)[0]
     assert best is not None and best.trial_id == "b" and best.metrics["global_epoch"] == 2
     last_of_best_trial = [c for c in history if c.trial_id == "b"][-1]
     assert best != last_of_best_trial
-    assert select_best(history, mode="min").metrics["val_auc_balanced"] == 0.20  # type: ignore[union-attr]
+    assert rank_candidates(history, mode="min")[0].metrics["val_auc_balanced"] == 0.20
 
 
 def test_invalid_candidates_are_ignored(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_invalid_candidates_are_ignored(tmp_path: Path) -> None:
         Candidate(ckpt, {"val_auc_balanced": float("nan")}, "t"),
         Candidate(ckpt, {"val_psnr": 30.0}, "t"),
     ]
-    assert select_best(bad) is None
+    assert rank_candidates(bad) == []
     assert promote(bad, str(tmp_path / "store"), "sweep") is None
     assert not (tmp_path / "store" / "champions" / "sweep" / "latest").exists()
 

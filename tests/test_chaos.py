@@ -60,10 +60,10 @@ def test_sigkill_of_a_train_worker_mid_epoch(local_inputs: dict[str, str], sweep
 def test_sweep_survives_a_20s_object_store_outage(
     local_inputs: dict[str, str], sweep_yaml: Path, tmp_path: Path
 ) -> None:
+    from devtools.s3server import SeaweedServer
     from shards.pack import PackOptions, pack
     from superfan import storage
     from superfan.champion import verify_champion
-    from superfan.s3server import SeaweedServer
 
     server = SeaweedServer(tmp_path / "seaweed", buckets=("superfan",)).start()
     try:

@@ -16,7 +16,7 @@ from superfan.data import synthetic
 from superfan.data.augment import IDENTITY, AugmentParams, apply_color_jitter, sample_params, warp_face
 from superfan.data.degrade import blur, degrade, downsample, gaussian_kernels, sample_blur
 from superfan.data.synthetic import render_face
-from superfan.faces import GROUPS, crop_matrix, landmark_box, transform_points
+from superfan.landmarks import GROUPS, crop_matrix, landmark_box, transform_points
 from superfan.pose import rotation
 
 

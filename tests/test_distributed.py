@@ -91,7 +91,7 @@ def ray_two_cpus() -> Iterator[None]:
 def test_two_ranks_one_pass_epochs_on_unequal_shards_take_equal_steps(ray_two_cpus: None, tmp_path: Path) -> None:
     from shards.pack import PackOptions, pack
     from superfan.config import load_config
-    from superfan.train.trainer import build_trainer
+    from superfan.train.driver import build_trainer
 
     train = str(tmp_path / "train")
     res = pack(PackOptions(format="synthetic", src="56", dest=train, split="train", shard_size=32, workers=1,

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from superfan.faces import crop_matrix, invert_affine, points_to_heatmaps, transform_points
+from superfan.landmarks import crop_matrix, invert_affine, points_to_heatmaps, transform_points
 
 REPO = Path(__file__).resolve().parents[1]
 BOXES_JSON = REPO / "tests" / "data" / "widerface_boxes.json"
@@ -130,7 +130,7 @@ def test_enhance_widerface_photos_with_boxes(
 
 
 def test_enhance_bbx_gt_format(checkpoint_dir: Path, widerface_dir: Path, tmp_path: Path) -> None:
-    from superfan.infer_cli import parse_boxes
+    from superfan.commands.enhance import parse_boxes
 
     name = "12_Group_Group_12_Group_Group_12_10.jpg"
     gt = tmp_path / "wider_face_val_bbx_gt.txt"

@@ -30,7 +30,7 @@ from superfan.evaluate import (
     validation_metrics,
     variant_name,
 )
-from superfan.faces import points_to_heatmaps, pose_bin
+from superfan.landmarks import points_to_heatmaps, pose_bin
 
 YAWS = [5.0, -12.0, 30.0, 45.0, -59.0, 60.0, 88.0, float("nan"), 20.0, -75.0, 35.0, 0.0]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from superfan.train.stages import NEEDS_TEACHER
+from superfan.stagekinds import NEEDS_TEACHER
 
 pytestmark = pytest.mark.slow
 

@@ -73,7 +73,8 @@ def test_training_loop_on_cuda_from_shards(tmp_path: Path) -> None:
     from shards.pack import PackOptions, pack
     from superfan.checkpoint import load_checkpoint
     from superfan.config import load_config
-    from superfan.train.loop import LocalReporter, run_training
+    from superfan.train.loop import run_training
+    from superfan.train.reports import LocalReporter
 
     data = {}
     for split, n, seed in (("train", 48, 0), ("val", 16, 1)):

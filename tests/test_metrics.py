@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from superfan import metrics
-from superfan.faces import landmark_box
+from superfan.landmarks import landmark_box
 
 
 def _sk_ssim(a: np.ndarray, b: np.ndarray) -> float:

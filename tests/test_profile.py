@@ -19,7 +19,7 @@ from PIL import Image
 from shards.crop import crop_face
 from shards.profile import ProfileOptions, Profiler, mirrored, profile_views, target_yaws
 from shards.raster import grid_mesh, rasterize
-from superfan.faces import FLIP_PERMUTATION, flip_points, landmark_box
+from superfan.landmarks import FLIP_PERMUTATION, flip_points, landmark_box
 from superfan.pose import fit_pose, project, read_pts
 
 

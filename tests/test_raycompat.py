@@ -49,3 +49,9 @@ def test_preemption_watcher_switch_is_trains() -> None:
     from ray.train.v2._internal import constants
 
     assert raycompat.PREEMPTION_WATCHER_ENV in vars(constants).values()
+
+
+def test_job_config_variable_is_rays() -> None:
+    from ray._private.runtime_env import constants
+
+    assert constants.RAY_JOB_CONFIG_JSON_ENV_VAR == raycompat.JOB_CONFIG_ENV

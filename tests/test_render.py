@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from superfan.render.faces import CHAR_PX, overlay, samples_png, wrap_label
+from superfan.render.overlays import CHAR_PX, overlay, samples_png, wrap_label
 
 
 def test_wrap_label_breaks_at_dashes_and_keeps_every_character() -> None:

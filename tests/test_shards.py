@@ -20,7 +20,7 @@ from shards.pack import PackOptions, pack
 from shards.readers import REASONS, RawRecord, Rejection, box_from_five, make_reader, parse_pts
 from superfan import pose
 from superfan.errors import IntegrityError, UserError
-from superfan.faces import landmark_box, transform_points
+from superfan.landmarks import landmark_box, transform_points
 
 # ------------------------------------------------------------------------------------------ writers
 

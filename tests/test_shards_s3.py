@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from devtools.s3server import free_port
 from shards import verify
 from shards.__main__ import main
 from shards.crop import crop_matrix
 from superfan import storage
-from superfan.faces import landmark_box, transform_points
+from superfan.landmarks import landmark_box, transform_points
 from superfan.pose import read_pts
-from superfan.s3server import free_port
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -221,7 +221,7 @@ def test_s3_create_exclusive_is_a_conditional_write(s3_env: dict[str, str]) -> N
 @pytest.fixture(scope="module")
 def outage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A SeaweedFS for this module only: the tests stop it, and the session's server must stay up."""
-    from superfan.s3server import SeaweedServer
+    from devtools.s3server import SeaweedServer
 
     server = SeaweedServer(tmp_path_factory.mktemp("seaweed-outage"), buckets=("superfan",)).start()
     yield server

@@ -17,7 +17,7 @@ from superfan import storage
 from superfan.config import Config
 from superfan.data.stream import make_loader, resolve_shards
 from superfan.data.synthetic import render_face
-from superfan.faces import landmark_box
+from superfan.landmarks import landmark_box
 
 N_SHARDS, PER_SHARD, NO_LANDMARKS = 3, 8, {"synthetic/0_0000005", "synthetic/0_0000017"}
 
@@ -185,7 +185,7 @@ def test_validation_cap_is_pose_stratified(faces_300w: Path, tmp_path: Path) -> 
     import numpy as np
 
     from shards.pack import PackOptions, pack
-    from superfan.faces import pose_bin
+    from superfan.landmarks import pose_bin
 
     dest = str(tmp_path / "val")
     pack(PackOptions(format="300w", src=str(faces_300w), dest=dest, split="val", limit=400, workers=1,

@@ -16,8 +16,10 @@ from superfan.bench.train import synthetic_batch
 from superfan.checkpoint import load_checkpoint, models_from_checkpoint, save_checkpoint
 from superfan.config import Config, StageConfig, load_config
 from superfan.errors import IntegrityError, TrainingDiverged
-from superfan.train.loop import LocalReporter, run_training
-from superfan.train.stages import STAGE_SPECS, StageRunner, build_nets, lr_at
+from superfan.stagekinds import STAGE_SPECS
+from superfan.train.loop import run_training
+from superfan.train.reports import LocalReporter
+from superfan.train.stages import StageRunner, build_nets, lr_at
 
 BATCH = 4
 
@@ -307,7 +309,7 @@ def test_trainer_ships_absolute_local_paths(tmp_path: Path, teacher_ckpt: str, m
     built, URLs pass unchanged, and the caller's config is not modified."""
     import os
 
-    from superfan.train.trainer import build_trainer
+    from superfan.train.driver import build_trainer
 
     monkeypatch.chdir(tmp_path)
     cfg = micro_config()
@@ -345,7 +347,8 @@ def test_workers_never_get_credentials_and_ask_for_configured_gpus(
     tmp_path: Path, teacher_ckpt: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from superfan.errors import ConfigError
-    from superfan.train.trainer import FORWARD_ENV, backend, build_trainer, worker_resources
+    from superfan.train.driver import backend, build_trainer, worker_resources
+    from superfan.train.session import FORWARD_ENV
 
     for key, value in (("AWS_SECRET_ACCESS_KEY", "s3cr3t"), ("AWS_SESSION_TOKEN", "t0k3n"),
                        ("AWS_ACCESS_KEY_ID", "AKID"), ("AWS_ENDPOINT_URL", "http://127.0.0.1:1")):  # fmt: skip

@@ -136,7 +136,7 @@ def test_two_worker_run_on_s3_survives_a_killed_worker_and_resumes(
 
     from superfan.checkpoint import load_checkpoint, save_checkpoint
     from superfan.config import StageConfig, load_config
-    from superfan.train.trainer import build_trainer, checkpoint_url
+    from superfan.train.driver import build_trainer, checkpoint_url
 
     FAN = importlib.import_module("superfan.models").FAN
 

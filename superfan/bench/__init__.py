@@ -1,29 +1,6 @@
-"""``superfan bench {models,data,train,enhance}``: speed and memory, measured, with an in-process baseline.
+"""Benchmarks of speed and memory, one module each (``models``, ``data``, ``train``, ``enhance``).
 
-Each benchmark is a module here with ``add_arguments(parser)`` and ``run(args)``; every one prints what it
-measured and a ratio against a baseline run in the same process, so numbers from different machines
-are comparable by their ratios.
+Each module has ``add_arguments(parser)`` and ``run(args)`` and prints what it measured with a ratio against a
+baseline run in the same process, so numbers from different machines are comparable by their ratios. The
+command that parses and dispatches them, ``superfan bench``, is :mod:`superfan.commands.bench`.
 """
-
-from __future__ import annotations
-
-import argparse
-import importlib
-
-BENCHMARKS = {
-    "models": "generator forward images/s, 12-3-2 vs SRResNet 16-1-1 (paper A1.4)",
-    "data": "data stream samples/s and peak memory, local shards vs S3, 1 and 2 workers",
-    "train": "training images/s per worker for each stage, with peak memory",
-    "enhance": "faces/s of Enhancer.enhance (paper: 1,000 faces in 4.6 s on a Titan X)",
-}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
-    for name, help_text in BENCHMARKS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(f"superfan.bench.{name}").add_arguments(p)
-
-
-def run(args: argparse.Namespace) -> int:
-    return int(importlib.import_module(f"superfan.bench.{args.bench}").run(args) or 0)

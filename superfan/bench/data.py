@@ -12,12 +12,14 @@ process and of each DataLoader worker while it runs, falling back to ``resource.
 
 Shards come from ``--data`` (local path, brace pattern or manifest) or are generated into a temporary
 directory with the procedural face renderer. For S3, ``AWS_ENDPOINT_URL`` is used when set (shards are
-uploaded under ``--s3-prefix``); otherwise a SeaweedFS server is started in a temporary directory.
+uploaded under ``--s3-prefix``); otherwise, from a checkout, a SeaweedFS server (``devtools.s3server``) is
+started in a temporary directory, and without one the S3 rows are skipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -104,6 +106,22 @@ def _upload(local_dir: Path, prefix: str) -> str:
     return storage.join(prefix, "manifest.json")
 
 
+def _seaweed_server_class() -> type | None:
+    """``devtools.s3server.SeaweedServer`` when running from a checkout, else None: ``devtools`` is a
+    development folder, never installed, so the library imports it only when it is there. An editable
+    install's ``superfan`` command does not have the checkout on ``sys.path``: it is added then."""
+    if importlib.util.find_spec("devtools") is None:
+        checkout = Path(__file__).resolve().parents[2]
+        if not (checkout / "devtools" / "s3server.py").is_file():
+            return None
+        sys.path.append(str(checkout))
+    try:
+        from devtools.s3server import SeaweedServer
+    except ImportError:  # some other package named devtools
+        return None
+    return SeaweedServer
+
+
 def run(args: argparse.Namespace) -> int:
     from superfan.config import load_config
 
@@ -127,15 +145,17 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_s3:
             from superfan import storage
 
-            if not storage.endpoint():
-                from superfan.s3server import SeaweedServer
-
+            seaweed = None if storage.endpoint() else _seaweed_server_class()
+            if seaweed is not None:
                 bucket = args.s3_prefix[len("s3://") :].split("/")[0]
-                server = SeaweedServer(Path(tmp.name, "seaweed"), buckets=(bucket,)).start()
+                server = seaweed(Path(tmp.name, "seaweed"), buckets=(bucket,)).start()
                 os.environ.update(server.env())
                 print(f"started SeaweedFS at {server.endpoint}")
-            prefix = storage.join(args.s3_prefix, f"run-{os.getpid()}")
-            sources.append(("s3", _upload(local_dir, prefix)))
+            if storage.endpoint():
+                prefix = storage.join(args.s3_prefix, f"run-{os.getpid()}")
+                sources.append(("s3", _upload(local_dir, prefix)))
+            else:
+                print("S3 rows skipped: no S3 endpoint is configured (AWS_ENDPOINT_URL)", flush=True)
         rows = []
         for name, urls in sources:
             for w in counts:

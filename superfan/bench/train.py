@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def synthetic_batch(batch: int, cfg: Any) -> dict[str, Any]:
     """A batch with the contract's shapes; faces jittered around a mean 68-point layout."""
-    from superfan.faces import points_to_heatmaps
+    from superfan.landmarks import points_to_heatmaps
 
     g = torch.Generator().manual_seed(0)
     hr = torch.rand(batch, 3, 64, 64, generator=g)

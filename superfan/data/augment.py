@@ -2,8 +2,8 @@
 
 Why one warp: the shard holds a loose 256 px crop (2.4 x the face box), and the network wants a 64x64 window
 with the face 50 px tall. Flip, scale, rotation and the crop are all affine, so they are composed into one
-2x3 matrix (:func:`superfan.faces.crop_matrix`) and applied once with PIL's ``Image.transform`` (bilinear);
-the landmarks go through the same matrix (:func:`superfan.faces.transform_points`, which relabels them with
+2x3 matrix (:func:`superfan.landmarks.crop_matrix`) and applied once with PIL's ``Image.transform`` (bilinear);
+the landmarks go through the same matrix (:func:`superfan.landmarks.transform_points`, which relabels them with
 the 68-point flip permutation when mirrored). One resampling means no double blur and little per-sample work.
 
 Why JPEG draft mode: the warp shrinks the 256 px crop by ~2 (a ~107 px face box to 50 px), so decoding at full
@@ -36,7 +36,7 @@ from PIL import Image
 
 from superfan.config import AugmentConfig
 from superfan.errors import BadSample
-from superfan.faces import crop_matrix, invert_affine, transform_points
+from superfan.landmarks import crop_matrix, invert_affine, transform_points
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ Pipeline (one ``webdataset.DataPipeline`` per DataLoader worker, all seeded):
    about once and counted once by ``(shard, key)`` (:mod:`superfan.data.badsamples`), never a crash.
 5. **Per batch** (vectorised torch): colour/brightness/contrast jitter, degradation to 16x16 with the
    real-world mode when enabled (:mod:`superfan.data.degrade`), heatmaps at ``cfg.model.fan.heatmap_size`` /
-   ``sigma`` via :func:`superfan.faces.points_to_heatmaps`.
+   ``sigma`` via :func:`superfan.landmarks.points_to_heatmaps`.
 
 Determinism: every random draw comes from generators seeded by ``(seed, epoch, rank, worker)``, and the
 DataLoader returns worker batches round-robin, so the same seed, epoch, rank and worker count give the same
@@ -57,7 +57,7 @@ from superfan.data.degrade import degrade
 from superfan.data.manifest import ShardSet, resolve_dataset
 from superfan.data.tarstream import tar_samples
 from superfan.errors import BadData, BadSample, ConfigError, IntegrityError, UserError
-from superfan.faces import NUM_LANDMARKS, points_to_heatmaps, pose_bin
+from superfan.landmarks import NUM_LANDMARKS, points_to_heatmaps, pose_bin
 
 log = logging.getLogger(__name__)
 #: Largest shard read whole for its sha256 check (a 1,000-face shard of 256 px crops is ~25 MB).
@@ -70,7 +70,7 @@ def resolve_shards(urls: str | Iterable[str]) -> list[str]:
     return resolve_dataset(urls).shards
 
 
-def batches_per_epoch(cfg: Config, world_size: int, urls: str | Iterable[str] | None = None) -> int:
+def batches_per_epoch(cfg: Config, world_size: int, urls: str | Iterable[str] | ShardSet | None = None) -> int:
     """Training batches (= optimiser steps) per epoch on *every* rank; the LR schedule is planned from it.
 
     ``data.samples_per_epoch`` is per rank. Without it an epoch is one pass over the train set
@@ -79,7 +79,7 @@ def batches_per_epoch(cfg: Config, world_size: int, urls: str | Iterable[str] | 
     """
     n = cfg.data.samples_per_epoch
     if n is None:
-        found = resolve_dataset(cfg.data.train if urls is None else urls)
+        found = urls if isinstance(urls, ShardSet) else resolve_dataset(cfg.data.train if urls is None else urls)
         if not found.samples:
             raise ConfigError(
                 "data.samples_per_epoch is unset and the train set's size is unknown (bare .tar URLs or an "
@@ -117,9 +117,7 @@ def _worker() -> tuple[int, int]:
 
 def _worker_init(_: int) -> None:
     """A forked DataLoader worker must not reuse the parent's boto3 connection pool."""
-    clear = getattr(storage._client, "cache_clear", None)
-    if clear is not None:
-        clear()
+    storage.reset_clients()
 
 
 class FaceStream:
@@ -419,7 +417,7 @@ class Loader:
 
 
 def make_loader(
-    urls: str | Iterable[str],
+    urls: str | Iterable[str] | ShardSet,
     cfg: Config,
     *,
     train: bool,
@@ -437,9 +435,10 @@ def make_loader(
     over the rank's shards when it is None). A training set of bare ``.tar`` URLs without a sample count
     is one pass of unknown length and is only allowed at ``world_size`` 1. Validation: one ordered pass,
     no augmentation, no real-world degradation unless ``real_world=True``, capped at
-    ``cfg.data.val_samples``. ``num_workers`` overrides ``cfg.data.num_workers``.
+    ``cfg.data.val_samples``. ``num_workers`` overrides ``cfg.data.num_workers``. ``urls`` may be a
+    :class:`~superfan.data.manifest.ShardSet` already resolved, so a run reads each manifest once.
     """
-    found = resolve_dataset(urls)
+    found = urls if isinstance(urls, ShardSet) else resolve_dataset(urls)
     if not 0 <= rank < world_size:
         raise UserError(f"rank {rank} is outside world_size {world_size}")
     seed = cfg.data.seed if seed is None else int(seed)
@@ -447,7 +446,7 @@ def make_loader(
     resample = train and cfg.data.samples_per_epoch is not None
     total: int | None = None
     if train and (resample or found.samples or world_size > 1):
-        total = batches_per_epoch(cfg, world_size, urls)
+        total = batches_per_epoch(cfg, world_size, found)
     per_worker = None if total is None else math.ceil(total / max(nw, 1))
     rw = (cfg.degrade.real_world if train else False) if real_world is None else bool(real_world)
     stream = FaceStream(

@@ -21,7 +21,7 @@ stride-2 operations: 16 = stride-2 conv + 2x2 average pooling ([4]'s stem), 32 =
 must be divisible by ``2 ** hourglass_depth``.
 
 Heatmaps are raw conv outputs (no sigmoid), as in [4]; targets come from
-:func:`superfan.faces.points_to_heatmaps` at the same ``heatmap_size``. Initialisation is PyTorch's
+:func:`superfan.landmarks.points_to_heatmaps` at the same ``heatmap_size``. Initialisation is PyTorch's
 default, as in ``face-alignment``.
 """
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from superfan import storage
 from superfan.render.ced import ced_png
-from superfan.render.faces import samples_png
+from superfan.render.overlays import samples_png
 from superfan.render.tables import table1_markdown, table2_markdown
 
 #: Rendered file names inside ``out_dir``.

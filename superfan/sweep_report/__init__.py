@@ -54,7 +54,7 @@ def read_champion(exp: Experiment) -> tuple[dict[str, Any] | None, str | None]:
 
 def _champion_faces(exp: Experiment, champion_url: str | None, out: str) -> tuple[bytes, str | None]:
     """champion.png and a note for report.md (None when the figure is the real one)."""
-    from superfan.sweep_report.faces import champion_png, evaluate_champion
+    from superfan.sweep_report.champion_sheet import champion_png, evaluate_champion
     from superfan.sweep_report.plots import placeholder
 
     title = "The champion on validation faces"

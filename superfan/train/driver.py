@@ -1,4 +1,6 @@
-"""``build_trainer``: a ``ray.train.torch.TorchTrainer`` (Train V2) around :func:`train_loop_per_worker`.
+"""The driver side of a Train run: preflight, resources, GPU use, storage, checkpoint URLs and
+``build_trainer``, a ``ray.train.torch.TorchTrainer`` (Train V2) around the worker entry point
+(:func:`superfan.train.worker.train_loop_per_worker`). Nothing here runs on a Train worker.
 
 Everything a run needs travels in ``train_loop_config`` as plain data (the resolved config dict, the
 stage names, the teacher and start checkpoint URLs), so a Tune trial can build a trainer per trial from
@@ -16,39 +18,13 @@ from typing import Any
 from superfan import storage
 from superfan.config import Config, is_checkpoint_ref
 from superfan.errors import ConfigError, StorageError, UserError
+from superfan.stagekinds import default_stages, require_teacher
 from superfan.storage import absolute as absolute_url
-
-#: Train V2 is the default in Ray 2.60, but we pin it (and state tracking for the dashboard) explicitly.
-os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
-#: Driver environment forwarded to the workers: where S3 is (a local Ray cluster's raylet may predate
-#: it) and the Train flags. Never credentials: ``runtime_env`` is shown by the dashboard and by
-#: ``ray list actors --detail`` to anyone who can reach them. Workers take credentials from their node
-#: (IAM role, instance profile, IRSA, or the environment ``ray start`` ran in).
-FORWARD_ENV = (
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_DEFAULT_REGION",
-    "AWS_REGION",
-    "AWS_EC2_METADATA_DISABLED",
-    "RAY_TRAIN_V2_ENABLED",
-    "RAY_TRAIN_ENABLE_STATE_TRACKING",
-    "RAY_USAGE_STATS_ENABLED",
-    "SUPERFAN_VERBOSE",
-    "SUPERFAN_WARNED_RANDOM_PERCEPTUAL",
-    "SUPERFAN_GIT_COMMIT",
-)
-
+from superfan.train.reports import STOP_FILE
+from superfan.train.session import FORWARD_ENV, verbose
 
 #: Retry window of the pre-flight checks (seconds): long enough for a blip, short for a typo.
 PREFLIGHT_RETRY_S = 5.0
-
-
-def default_stages(cfg: Config) -> list[str]:
-    """Super-FAN runs use every non-``fan`` stage; the ``fan`` (teacher) stages belong to ``train fan``."""
-    return [s.name for s in cfg.stages if s.kind != "fan"]
 
 
 def resolve_stages(cfg: Config, stages: list[str] | None, resume_from: str | None = None) -> list[str]:
@@ -137,11 +113,6 @@ def storage_location(url: str) -> tuple[str, Any]:
     return path, None
 
 
-#: Written by rank 0 into the run's directory when the run stops itself (bad data, divergence): Train's
-#: ``Result.metrics`` only carries checkpointed reports, and a stop has no checkpoint.
-STOP_FILE = "stopped.json"
-
-
 def run_url(storage_root: str, name: str) -> str:
     """Where Train keeps the run ``name`` (its checkpoints, and :data:`STOP_FILE`)."""
     return storage.join(absolute_url(storage_root), name)
@@ -201,9 +172,8 @@ def build_trainer(
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from superfan.raysession import verbose
-    from superfan.train.loop import check_same_teacher, load_teacher, train_loop_per_worker
-    from superfan.train.stages import NEEDS_TEACHER
+    from superfan.train.teacher import check_same_teacher, load_teacher
+    from superfan.train.worker import train_loop_per_worker
 
     names = resolve_stages(cfg, stages, resume_from)
     # The workers do not run in this process's directory: local paths they read must be absolute.
@@ -213,9 +183,8 @@ def build_trainer(
     teacher = teacher or cfg.train.teacher
     teacher = absolute_url(teacher) if teacher else None
     resume_from = absolute_url(resume_from) if resume_from else None
-    if any(cfg.stage(n).kind != "fan" for n in names):
-        if not teacher:
-            raise ConfigError(NEEDS_TEACHER)
+    require_teacher(cfg, names, teacher)
+    if teacher:
         import torch
 
         from superfan.checkpoint import load_checkpoint

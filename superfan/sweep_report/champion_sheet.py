@@ -75,8 +75,8 @@ def champion_png(samples: Mapping[str, Any], edges: tuple[float, ...] = (0.0, 30
     import numpy as np
     from PIL import Image, ImageDraw
 
-    from superfan.faces import pose_bin, pose_bin_names
-    from superfan.render.faces import samples_png
+    from superfan.landmarks import pose_bin, pose_bin_names
+    from superfan.render.overlays import samples_png
 
     bins = pose_bin(np.asarray(samples["yaw"], dtype=float), tuple(edges))
     order = np.argsort(np.where(bins < 0, len(edges), bins), kind="stable")  # by pose bin, unknown yaw last

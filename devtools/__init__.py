@@ -1,0 +1,1 @@
+"""Development tools for this checkout (tests, cluster/local.sh, benchmarks): not installed with superfan."""
