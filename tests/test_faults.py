@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -93,8 +94,9 @@ def test_user_errors_are_one_line_before_ray_starts(local_inputs: dict[str, str]
          "sweeps/loss_weights.py: error: command-line override: augment.scale.0: Input should be a finite number "
          "(got inf) (+1 more)"),
     ]
-    for cmd, expected in cases:
-        line = _one_line_error(cmd)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # independent processes, mostly imports
+        lines = list(pool.map(lambda case: _one_line_error(case[0]), cases))
+    for (cmd, expected), line in zip(cases, lines, strict=True):
         assert line == expected, (cmd, line)
 
 

@@ -409,3 +409,16 @@ def test_warmup_ramps_up_to_the_decay_curve() -> None:
     assert lr_at(st, 0, 100) == pytest.approx(0.25 * lr_at(plain, 0, 100))
     assert lr_at(st, 3, 100) == pytest.approx(lr_at(plain, 3, 100))
     assert lr_at(st, 99, 100) == pytest.approx(1e-4)
+
+
+def test_teacher_validation_is_the_evaluators_with_the_configured_pose_bins(tmp_path: Path, teacher_ckpt: str) -> None:
+    """The teacher stage scores FAN-HR by superfan.evaluate's own pass, in the bins the config names (it
+    once used its own scoring and the default bins)."""
+    cfg = micro_config("eval.pose_bins=[0,45]", "data.val=[val-batches-come-from-the-test-loader]")
+    cfg.stages = [StageConfig(name="teacher", kind="fan", epochs=1)]
+    rep = _run(cfg, teacher_ckpt, tmp_path / "teacher")
+    report = rep.reports[-1]
+    assert {"val_auc_0_45", "val_auc_45_90", "val_faces_0_45", "val_faces_45_90"} <= set(report), sorted(report)
+    assert not any(k.startswith("val_auc_0_30") for k in report)
+    assert report["val_faces_landmarks"] == report["val_faces_0_45"] + report["val_faces_45_90"] > 0
+    assert 0.0 <= report["val_auc"] <= 1.0

@@ -13,7 +13,6 @@ import os
 from typing import Any, Protocol
 
 from superfan import storage
-from superfan.checkpoint import save_checkpoint
 from superfan.errors import TrainingDiverged, UserError
 
 #: Validation keys every report carries; a stopped run reports them as NaN.
@@ -44,6 +43,8 @@ class LocalReporter:
         self.checkpoints: list[str] = []
 
     def __call__(self, metrics: dict[str, Any], payload: dict[str, Any] | None) -> None:
+        from superfan.checkpoint import save_checkpoint
+
         self.reports.append(dict(metrics))
         if payload is not None:
             d = storage.join(self.root, checkpoint_dir_name(payload))
