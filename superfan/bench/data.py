@@ -19,6 +19,7 @@ started in a temporary directory, and without one the S3 rows are skipped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import subprocess
@@ -53,6 +54,15 @@ def _status_kb(pid: int, field: str) -> int:
     return 0
 
 
+def _child_pids() -> set[int]:
+    """This process's children, from ``/proc`` (Linux): the DataLoader keeps its worker processes private."""
+    pids: set[int] = set()
+    for f in Path("/proc/self/task").glob("*/children"):
+        with contextlib.suppress(OSError, ValueError):
+            pids.update(int(p) for p in f.read_text().split())
+    return pids
+
+
 def _self_peak_mb() -> float:
     kb = _status_kb(os.getpid(), "VmHWM")
     if not kb:
@@ -70,8 +80,9 @@ def measure(urls: str, cfg: Any, workers: int, samples: int) -> dict[str, float]
     cfg.data.samples_per_epoch = samples
     loader = make_loader(urls, cfg, train=True, num_workers=workers, seed=0)
     start = time.perf_counter()
+    before = _child_pids()
     it = iter(loader.loader)
-    worker_pids = [w.pid for w in getattr(it, "_workers", [])]
+    worker_pids = sorted(_child_pids() - before)  # the DataLoader's workers (not, e.g., a SeaweedFS server)
     first = None
     n = 0
     peak_worker_kb = 0

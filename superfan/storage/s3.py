@@ -95,8 +95,7 @@ class _S3Reader(io.RawIOBase):
         obj = _retrying(self.url, get, retry=retry)
         if self._etag is None:
             self._etag, self._size = obj.get("ETag"), int(obj.get("ContentLength", 0))
-        body = obj["Body"]
-        return getattr(body, "_raw_stream", body)
+        return obj["Body"]  # botocore's StreamingBody: a cut stream raises a (transient) botocore error
 
     def readable(self) -> bool:
         return True
