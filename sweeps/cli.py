@@ -102,7 +102,7 @@ def plan(kind: str, args: argparse.Namespace) -> Sweep:
         if epochs is not None:  # validated >= 1 by SweepSettings
             stage.epochs = int(epochs)
     fixed = fixed_values(section)
-    base = trial_config(cfg.to_dict(), fixed).to_dict() if fixed else cfg.to_dict()
+    base = trial_config(cfg.to_dict(), fixed) if fixed else cfg
     specs = resolve_space(section, base, f"{args.config}: search.{kind}")
     name = args.name or f"{kind.replace('_', '-')}-{cfg.profile}"
     root = storage.absolute(args.storage)
@@ -202,10 +202,9 @@ def _print_cost(results: Any, sweep: Sweep) -> None:
 def _preflight(sweep: Sweep) -> None:
     """The user errors findable before Ray starts (storage, data, teacher), one line each; without data
     URLs the synthetic faces are packed under the storage once Ray is up."""
-    from superfan.config import from_dict
     from superfan.train.driver import preflight
 
-    cfg = from_dict(sweep.config, "sweep config")
+    cfg = sweep.config
     preflight(cfg, teacher=sweep.teacher, storage_url=sweep.storage, data=bool(cfg.data.train))
     _warn_random_perceptual(sweep, cfg)
 

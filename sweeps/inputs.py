@@ -9,19 +9,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
-from typing import Any
 
 from superfan import storage
-from superfan.config import StageConfig
+from superfan.config import Config, StageConfig
 from superfan.errors import UserError
 from sweeps.settings import Sweep
 
 
 def ensure_data(sweep: Sweep) -> None:
     """Pack synthetic train/val shard sets under ``<storage>/data`` when the config names no data."""
-    data = sweep.config["data"]
-    if data["train"]:
+    data = sweep.config.data
+    if data.train:
         return
     from shards.pack import PackOptions, pack
 
@@ -44,15 +42,16 @@ def ensure_data(sweep: Sweep) -> None:
                     overwrite=True,
                 )
             )
-        data[split] = [manifest]
+        setattr(data, split, [manifest])
 
 
-def teacher_key(config: Mapping[str, Any], stage: Mapping[str, Any]) -> str:
+def teacher_key(cfg: Config, stage: StageConfig) -> str:
     """What the teacher depends on (its FAN, its stage, its data, the face geometry): a changed config
-    trains a new teacher, an unchanged one reuses the last."""
+    trains a new teacher, an unchanged one reuses the last. Hashed from the JSON form (tuples as lists)."""
+    config = cfg.to_dict()
     basis = {
         "fan": config["model"]["fan"],
-        "stage": stage,
+        "stage": stage.model_dump(mode="json"),
         "data": {k: config["data"][k] for k in ("train", "val", "batch_size", "samples_per_epoch", "seed")},
         "augment": config["augment"],
     }
@@ -67,16 +66,15 @@ def ensure_teacher(sweep: Sweep) -> str:
     """
     if sweep.teacher:
         return sweep.teacher
-    from superfan.config import from_dict
     from superfan.train.driver import build_trainer, checkpoint_url, raise_data_error, read_stop, run_url
 
-    cfg = from_dict(sweep.config, "sweep config")
+    cfg = sweep.config.model_copy(deep=True)
     fan_stages = [s for s in cfg.stages if s.kind == "fan"]
     stage = fan_stages[0] if fan_stages else StageConfig(name="teacher", kind="fan", epochs=16)
     if sweep.settings.teacher_epochs:
         stage.epochs = sweep.settings.teacher_epochs
     cfg.stages = [stage]
-    key = teacher_key(sweep.config, stage.model_dump(mode="json"))
+    key = teacher_key(sweep.config, stage)
     pointer = storage.join(sweep.storage, "teachers", f"{cfg.profile}-{key}.json")
     if storage.exists(pointer):
         url = json.loads(storage.read_text(pointer))["checkpoint"]

@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from superfan import storage
-from superfan.config import Config, load_config
+from superfan.config import Config, from_dict, load_config
 from superfan.errors import ConfigError
 from sweeps.space import FIXED, SPEC_TYPES, Section
 
@@ -211,7 +211,7 @@ class Sweep:
     kind: str
     name: str
     storage: str
-    config: dict[str, Any]  #: base config (with fixed overrides), as ``Config.to_dict()``
+    config: Config  #: base config (with fixed overrides); a dict only in JSON and in Tune's param space
     space: dict[str, dict[str, Any]]  #: parameter -> spec (see :func:`sweeps.space.tune_space`)
     settings: SweepSettings
     stages: list[str]
@@ -230,16 +230,18 @@ class Sweep:
     @property
     def total_epochs(self) -> int:
         """Epochs of one trial: the selected stages' (what ``global_epoch`` reaches on a trial's last report)."""
-        by_name = {s["name"]: s["epochs"] for s in self.config["stages"]}
-        return sum(int(by_name[n]) for n in self.stages)
+        by_name = {s.name: s.epochs for s in self.config.stages}
+        return sum(by_name[n] for n in self.stages)
 
     def to_json(self) -> str:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["settings"] = self.settings.model_dump(mode="json")
+        data["config"] = self.config.to_dict()
         return json.dumps(data, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> Sweep:
         data = json.loads(text)
         data["settings"] = SweepSettings.model_validate(data["settings"])
+        data["config"] = from_dict(data["config"], "sweep state config")
         return cls(**data)

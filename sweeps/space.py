@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic_core import to_jsonable_python
 
 from superfan.config import Config, apply_overrides
 from superfan.errors import ConfigError
@@ -175,14 +176,18 @@ def layouts(
 # ----------------------------------------------------------------------------- section -> specs -> Tune
 
 
-def config_value(config: Mapping[str, Any], dotted: str, where: str = "search") -> Any:
-    """The value of a dotted config field (``losses.pixel.weight``) in a ``Config.to_dict()``."""
+def config_value(config: Config | Mapping[str, Any], dotted: str, where: str = "search") -> Any:
+    """The value of a dotted config field (``losses.pixel.weight``), in its JSON form (tuples as lists), of a
+    ``Config`` or of its ``to_dict()``."""
     node: Any = config
     for key in dotted.split("."):
-        if not isinstance(node, Mapping) or key not in node:
+        if isinstance(node, BaseModel) and key in type(node).model_fields:
+            node = getattr(node, key)
+        elif isinstance(node, Mapping) and key in node:
+            node = node[key]
+        else:
             raise ConfigError(f"{where}: {dotted!r} is not a config field")
-        node = node[key]
-    return node
+    return to_jsonable_python(node)
 
 
 def fixed_values(section: Mapping[str, Any]) -> dict[str, Any]:
@@ -190,7 +195,9 @@ def fixed_values(section: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in section.items() if not isinstance(v, BaseModel | Mapping)}
 
 
-def resolve_space(section: Mapping[str, Any], config: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
+def resolve_space(
+    section: Mapping[str, Any], config: Config | Mapping[str, Any], where: str
+) -> dict[str, dict[str, Any]]:
     """The section's searched keys as plain specs, each checked against the config's own value.
 
     ``config`` is the base config with the section's fixed values applied. The config's value becomes
@@ -247,7 +254,7 @@ def tune_space(specs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def default_point(specs: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+def default_point(specs: Mapping[str, Any], config: Config | Mapping[str, Any]) -> dict[str, Any]:
     """The config's own values of the searched keys: Optuna evaluates this point first."""
     return {key: encode(config_value(config, key)) for key in specs}
 

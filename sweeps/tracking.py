@@ -28,7 +28,7 @@ def check_mlflow(uri: str) -> None:
 
 
 def _tags(sweep: Sweep) -> dict[str, str]:
-    return {"superfan.sweep": sweep.name, "superfan.kind": sweep.kind, "superfan.profile": str(sweep.config["profile"])}
+    return {"superfan.sweep": sweep.name, "superfan.kind": sweep.kind, "superfan.profile": sweep.config.profile}
 
 
 def mlflow_callback(sweep: Sweep) -> Any:

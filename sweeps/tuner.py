@@ -83,7 +83,7 @@ def _trainable(sweep: Sweep, teacher: str) -> Any:
 
     setup = {
         "sweep": sweep.name,
-        "config": sweep.config,
+        "config": sweep.config.to_dict(),  # the one place the config becomes a dict: Ray's trial arguments
         "stages": sweep.stages,
         "teacher": teacher,
         "trials_url": sweep.trials_url,
@@ -117,7 +117,6 @@ def build_tuner(sweep: Sweep, teacher: str) -> Any:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from superfan.config import from_dict
     from superfan.train.driver import storage_location, use_gpu
     from sweeps.searcher import ResumableOptunaSearch  # imports Ray: not before a command needs it
 
@@ -138,8 +137,8 @@ def build_tuner(sweep: Sweep, teacher: str) -> Any:
         storage_url=s.optuna_storage,
         study_name=sweep.name,
     )
-    gpu = use_gpu(from_dict(cfg, "sweep config"))
-    limit = concurrency(s, int(cfg["train"]["workers"]), float(cfg["train"]["cpus_per_worker"]), gpu)
+    gpu = use_gpu(cfg)
+    limit = concurrency(s, cfg.train.workers, cfg.train.cpus_per_worker, gpu)
     # Time is the epoch the loop reports (global_epoch), not Tune's count of reports: after a Train restart
     # the resumed run re-reports epochs since its last checkpoint, and a report count would run ahead.
     # max_t one past the last epoch: ASHA stops a trial at max_t, and stopping it on its final report
@@ -153,10 +152,10 @@ def build_tuner(sweep: Sweep, teacher: str) -> Any:
         reduction_factor=s.reduction_factor,
     )
     path, fs = storage_location(storage.join(sweep.storage, "sweeps"))
-    device = f"{cfg['train']['gpus_per_worker']:g} GPU" if gpu else f"{cfg['train']['cpus_per_worker']:g} CPU"
+    device = f"{cfg.train.gpus_per_worker:g} GPU" if gpu else f"{cfg.train.cpus_per_worker:g} CPU"
     print(
         f"sweep {sweep.name}: {s.samples} trials, {limit} at a time, {sweep.total_epochs} epochs each, "
-        f"{cfg['train']['workers']} worker(s) x {device} per trial, searching {', '.join(sweep.space)}\n"
+        f"{cfg.train.workers} worker(s) x {device} per trial, searching {', '.join(sweep.space)}\n"
         f"sweep {sweep.name}: Optuna study {sweep.name!r} in {s.optuna_storage} (watch it: optuna-dashboard "
         f"{s.optuna_storage})" + (f"; MLflow experiment {sweep.name!r} at {s.mlflow}" if s.mlflow else ""),
         flush=True,

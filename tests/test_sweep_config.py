@@ -220,7 +220,7 @@ def test_shipped_sweep_files_plan(name: str, kind: str) -> None:
             assert spec["low"] <= point[key] <= spec["high"]
     if kind == "loss_weights":  # alpha stays at 1: only the ratios to it are searched
         assert set(sweep.space) == {"losses.perceptual.weight", "losses.heatmap.weight", "losses.adversarial.weight"}
-        assert sweep.config["losses"]["pixel"]["weight"] == 1.0
+        assert sweep.config.losses.pixel.weight == 1.0
 
 
 def test_sweep_json_round_trips_and_reads_the_old_format() -> None:
