@@ -262,8 +262,9 @@ def test_s3_reads_and_writes_survive_an_outage(
     outage: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Stop the object store, start a write, an upload, a pyarrow (Ray storage) write, a read and a listing,
-    restart the store on the same port and data directory a few seconds later: all of them succeed, each
-    retry logged once."""
+    and close a pyarrow stream opened before the outage (S3 completes the upload on close: what killed Ray
+    Train's controller on its state snapshot); restart the store on the same port and data directory a few
+    seconds later: all of them succeed, each retry logged once."""
     monkeypatch.setenv(storage.RETRY_SECONDS_ENV, "60")
     caplog.set_level(logging.WARNING, logger="superfan.storage")
     base = f"s3://superfan/outage-{time.time_ns()}"
@@ -272,29 +273,36 @@ def test_s3_reads_and_writes_survive_an_outage(
     local.write_bytes(os.urandom(200_000))
 
     arrow, arrow_base = storage.pyarrow_fs(base)  # what Ray Train writes checkpoints through
+    snapshot = arrow.open_output_stream(f"{arrow_base}/ray/snapshot.json")
+    snapshot.write(b'{"state": 1}')
 
-    def work() -> tuple[bytes, bytes, list[str]]:
+    def work() -> tuple[bytes, bytes]:
         storage.write_bytes(f"{base}/during.bin", b"during")
         storage.upload_file(local, f"{base}/up.bin")
         with arrow.open_output_stream(f"{arrow_base}/ray/checkpoint.bin") as f:
             f.write(b"ray")
-        return storage.read_bytes(f"{base}/before.bin"), storage.read_bytes(f"{base}/up.bin"), storage.list_files(base)
+        return storage.read_bytes(f"{base}/before.bin"), storage.read_bytes(f"{base}/up.bin")
 
     retries_before = storage.retry_stats()["retries"]
     outage.stop()
     t0 = time.monotonic()
     thread, out = _in_thread(work)
+    closing, closed = _in_thread(snapshot.close)
     time.sleep(4)
-    assert thread.is_alive(), out  # still retrying, not failed
+    assert thread.is_alive() and closing.is_alive(), (out, closed)  # still retrying, not failed
     outage.start()
     thread.join(timeout=90)
+    closing.join(timeout=30)
     assert not thread.is_alive() and "error" not in out, out
-    before, up, listing = out["value"]
+    assert not closing.is_alive() and "error" not in closed, closed
+    before, up = out["value"]
     assert before == b"before" and up == local.read_bytes()
-    assert listing == ["before.bin", "during.bin", "ray/checkpoint.bin", "up.bin"]
+    assert storage.list_files(base) == ["before.bin", "during.bin", "ray/checkpoint.bin", "ray/snapshot.json", "up.bin"]
+    assert storage.read_bytes(f"{base}/ray/snapshot.json") == b'{"state": 1}'
     assert time.monotonic() - t0 < 90
-    warnings = _retry_warnings(caplog, f"{base}/during.bin")
-    assert warnings and all("retry" in w for w in warnings), caplog.text
+    for key in ("during.bin", "ray/snapshot.json"):
+        warnings = _retry_warnings(caplog, f"{base}/{key}")
+        assert warnings and all("retry" in w for w in warnings), caplog.text
     assert storage.retry_stats()["retries"] - retries_before == len(_retry_warnings(caplog, base))
 
 

@@ -1,30 +1,22 @@
 """The filesystem Ray Train and Tune write checkpoints and experiment state through (``pyarrow.fs``), built
-from the same environment as boto3 and retried over the same window (:mod:`superfan.storage.retry`): the AWS
-C++ SDK's own strategy gives up on a refused connection at once, which kills Ray Train's controller."""
+from the same environment as boto3 and retried over the same window (:mod:`superfan.storage.retry`), whole
+calls at a time (an upload completes on close, a download is fetched before it is read): the AWS C++ SDK's
+own strategy gives up on a refused connection once its retry quota is spent, which kills Ray Train's
+controller."""
 
 from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from superfan.storage.retry import _TRANSIENT_STATUS, _one_line, _Retry, retry_seconds
+from superfan.storage.retry import _TRANSIENT_STATUS, _one_line, _Retry
 from superfan.storage.urls import absolute, endpoint, is_s3, split_s3
 
 T = TypeVar("T")
-
-
-def _arrow_attempts(window: float) -> int:
-    """Attempts for the AWS C++ SDK's standard strategy (delay ``rand[0, 1) * 2**retry`` s, at most 20 s)
-    whose expected total backoff covers ``window`` seconds, so Ray's checkpoint I/O rides out the same
-    outage as ours."""
-    attempts, total = 1, 0.0
-    while total < window and attempts < 50:
-        total += min(0.5 * 2 ** (attempts - 1), 10.0)
-        attempts += 1
-    return max(3, attempts)
 
 
 def pyarrow_fs(url: str | os.PathLike[str]) -> tuple[Any, str]:
@@ -46,7 +38,10 @@ def pyarrow_fs(url: str | os.PathLike[str]) -> tuple[Any, str]:
         # each process (driver, Train controller, workers) resolves its own credentials through the AWS
         # default chain (environment, shared config, instance profile, IRSA), as boto3 does.
         kwargs["region"] = os.environ.get("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", "us-east-1"))
-        kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=_arrow_attempts(retry_seconds()))
+        # The SDK's own retries stay short: its standard strategy draws every retry from one quota per
+        # client, which a 20 s outage empties, after which a refused connection fails "after 0 ms" (it killed
+        # Ray Train's controller on a state snapshot). RetryingArrowFS retries each whole call over our window.
+        kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=3)
         kwargs["connect_timeout"] = 5.0
         bucket, key = split_s3(url)
         return pafs.PyFileSystem(RetryingArrowFS(pafs.S3FileSystem(**kwargs))), f"{bucket}/{key}".rstrip("/")
@@ -100,6 +95,71 @@ def _arrow_call(what: str, fn: Callable[[], T]) -> T:
             retry = retry or _Retry(f"s3://{what}")
             if not retry.backoff(_one_line(str(err))):
                 raise
+
+
+#: What a retried transfer holds in memory before it spills to a temporary file (Ray's state files are
+#: kilobytes; a checkpoint can be hundreds of megabytes).
+_SPOOL_BYTES = 16 << 20
+_CHUNK = 4 << 20
+
+
+def _download(fs: Any, path: str) -> Any:
+    """The whole object, fetched inside the retry window before the caller reads a byte: S3 streams fetch
+    lazily, so a stream opened before an outage would fail on its first read during it, past any retry."""
+    import pyarrow as pa
+
+    def fetch() -> Any:
+        spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 - handed to the reader
+        try:
+            with fs.open_input_stream(path) as src:
+                while chunk := src.read(_CHUNK):
+                    spool.write(chunk)
+        except BaseException:
+            spool.close()
+            raise
+        spool.seek(0)
+        return spool
+
+    return pa.PythonFile(_arrow_call(path, fetch), mode="r")
+
+
+class _RetriedUpload:
+    """What Ray writes, held until ``close`` and then uploaded whole inside the retry window. S3's
+    multipart upload completes on close ("CompleteMultipartUpload"): an outage at that moment, past the
+    open, killed Ray Train's controller on its state snapshot. Never closed (the writer failed) means
+    never uploaded, so no partial object appears."""
+
+    def __init__(self, fs: Any, path: str, metadata: Any) -> None:
+        self._fs, self._path, self._metadata = fs, path, metadata
+        self._spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 - closed in close()
+        self.closed = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:
+        return self._spool.write(data)
+
+    def tell(self) -> int:
+        return self._spool.tell()
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            _arrow_call(self._path, self._upload)
+        finally:
+            self._spool.close()
+
+    def _upload(self) -> None:
+        self._spool.seek(0)
+        with self._fs.open_output_stream(self._path, metadata=self._metadata) as dst:
+            while chunk := self._spool.read(_CHUNK):
+                dst.write(chunk)
 
 
 def _handler_base() -> type:
@@ -160,13 +220,15 @@ class RetryingArrowFS(_handler_base()):  # type: ignore[misc]
         _arrow_call(src, lambda: self.fs.copy_file(src, dest))
 
     def open_input_stream(self, path: str) -> Any:
-        return _arrow_call(path, lambda: self.fs.open_input_stream(path))
+        return _download(self.fs, path)
 
     def open_input_file(self, path: str) -> Any:
         return _arrow_call(path, lambda: self.fs.open_input_file(path))
 
     def open_output_stream(self, path: str, metadata: Any) -> Any:
-        return _arrow_call(path, lambda: self.fs.open_output_stream(path, metadata=metadata))
+        import pyarrow as pa
+
+        return pa.PythonFile(_RetriedUpload(self.fs, path, metadata), mode="w")
 
     def open_append_stream(self, path: str, metadata: Any) -> Any:
         return _arrow_call(path, lambda: self.fs.open_append_stream(path, metadata=metadata))
