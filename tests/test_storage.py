@@ -262,9 +262,12 @@ def test_s3_reads_and_writes_survive_an_outage(
     outage: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Stop the object store, start a write, an upload, a pyarrow (Ray storage) write, a read and a listing,
-    and close a pyarrow stream opened before the outage (S3 completes the upload on close: what killed Ray
-    Train's controller on its state snapshot); restart the store on the same port and data directory a few
-    seconds later: all of them succeed, each retry logged once."""
+    a pyarrow copy of a directory (Ray's checkpoint upload), and close a pyarrow stream opened before the
+    outage (S3 completes the upload on close: what killed Ray Train's controller on its state snapshot);
+    restart the store on the same port and data directory a few seconds later: all of them succeed (none
+    hangs), each retry logged once."""
+    import pyarrow.fs as pafs
+
     monkeypatch.setenv(storage.RETRY_SECONDS_ENV, "60")
     caplog.set_level(logging.WARNING, logger="superfan.storage")
     base = f"s3://superfan/outage-{time.time_ns()}"
@@ -273,6 +276,10 @@ def test_s3_reads_and_writes_survive_an_outage(
     local.write_bytes(os.urandom(200_000))
 
     arrow, arrow_base = storage.pyarrow_fs(base)  # what Ray Train writes checkpoints through
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    for i in range(20):  # more files than pyarrow's I/O pool has threads (8)
+        (ckpt / f"part{i:02d}.bin").write_bytes(os.urandom(10_000))
     snapshot = arrow.open_output_stream(f"{arrow_base}/ray/snapshot.json")
     snapshot.write(b'{"state": 1}')
 
@@ -281,6 +288,9 @@ def test_s3_reads_and_writes_survive_an_outage(
         storage.upload_file(local, f"{base}/up.bin")
         with arrow.open_output_stream(f"{arrow_base}/ray/checkpoint.bin") as f:
             f.write(b"ray")
+        # How Ray uploads a checkpoint directory: pyarrow's I/O pool closes (uploads) the files, one per thread.
+        pafs.copy_files(str(ckpt), f"{arrow_base}/ray/ckpt", source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=arrow)  # fmt: skip
         return storage.read_bytes(f"{base}/before.bin"), storage.read_bytes(f"{base}/up.bin")
 
     retries_before = storage.retry_stats()["retries"]
@@ -297,7 +307,10 @@ def test_s3_reads_and_writes_survive_an_outage(
     assert not closing.is_alive() and "error" not in closed, closed
     before, up = out["value"]
     assert before == b"before" and up == local.read_bytes()
-    assert storage.list_files(base) == ["before.bin", "during.bin", "ray/checkpoint.bin", "ray/snapshot.json", "up.bin"]
+    copied = [f"ray/ckpt/part{i:02d}.bin" for i in range(20)]
+    assert storage.list_files(base) == sorted(["before.bin", "during.bin", "ray/checkpoint.bin", *copied,
+                                               "ray/snapshot.json", "up.bin"])  # fmt: skip
+    assert storage.read_bytes(f"{base}/ray/ckpt/part07.bin") == (ckpt / "part07.bin").read_bytes()
     assert storage.read_bytes(f"{base}/ray/snapshot.json") == b'{"state": 1}'
     assert time.monotonic() - t0 < 90
     for key in ("during.bin", "ray/snapshot.json"):

@@ -43,6 +43,10 @@ def pyarrow_fs(url: str | os.PathLike[str]) -> tuple[Any, str]:
         # Ray Train's controller on a state snapshot). RetryingArrowFS retries each whole call over our window.
         kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=3)
         kwargs["connect_timeout"] = 5.0
+        # Uploads in the calling thread: RetryingArrowFS closes (uploads) a stream from pyarrow's I/O pool
+        # (``copy_files`` is how Ray uploads a checkpoint), and a background write would queue on that same,
+        # then full, pool and wait forever (found hung under an outage).
+        kwargs["background_writes"] = False
         bucket, key = split_s3(url)
         return pafs.PyFileSystem(RetryingArrowFS(pafs.S3FileSystem(**kwargs))), f"{bucket}/{key}".rstrip("/")
     path = Path(absolute(url))
