@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
 import optuna
@@ -82,12 +83,26 @@ def check_storage_url(url: str) -> str:
     return url
 
 
-def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """The Optuna storage of a checked URL (RDB, or Optuna's journal file for a shared filesystem)."""
+def make_storage(url: str, attempts: int = 5) -> optuna.storages.BaseStorage:
+    """The Optuna storage of a checked URL (RDB, or Optuna's journal file for a shared filesystem).
+
+    A new database's schema is made by whoever opens it first, without a lock: when two processes open it
+    at the same moment (``optuna-dashboard`` started beside a new sweep, two sweeps sharing a study
+    database), the slower one fails on a table or version row the other just wrote. The schema is complete
+    a moment later, so that opening is tried again (4 of 4 processes opening one new SQLite file at once
+    failed 1 to 3 times in 3 tries without this).
+    """
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         return JournalStorage(JournalFileBackend(url[len("journal:") :]))
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(1, attempts):
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+        except (IntegrityError, OperationalError):
+            time.sleep(0.2 * attempt)
     return optuna.storages.RDBStorage(url, heartbeat_interval=None)
 
 

@@ -162,6 +162,21 @@ def test_the_study_lives_in_its_storage_and_survives_save_and_restore(tmp_path: 
     assert study.trials[1].value == pytest.approx(0.7) and set(study.trials[1].params) == set(SPACE)
 
 
+def _open_and_count_studies(url: str) -> int:
+    return len(make_storage(url).get_all_studies())
+
+
+def test_processes_opening_one_new_study_database_at_once_all_get_it(tmp_path: Path) -> None:
+    """optuna-dashboard started beside a new sweep (what failed a CI run): Optuna makes a new database's
+    schema without a lock, and all but the first opener used to fail on a table the other had just made."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        for attempt in range(3):
+            url = check_storage_url(f"sqlite:///{tmp_path}/{attempt}/optuna.db")
+            assert pool.map(_open_and_count_studies, [url] * 4) == [0] * 4
+
+
 def test_storage_urls_are_checked_before_ray_starts(tmp_path: Path) -> None:
     from superfan.errors import ConfigError
 
