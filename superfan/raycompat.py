@@ -18,6 +18,10 @@ PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 #: (``ray._private.runtime_env.constants``): a job's own env_vars must not be set again by ``ray.init``.
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
+#: The port a head node started by ``ray.init()`` gives its GCS (``ray._private.ray_constants``); 0 or unset
+#: lets Ray pick one, which no process of the cluster can know before it starts.
+GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"
+
 
 def keep_credentials_out_of_tune_runtime_env() -> None:
     """Stop Ray Tune from putting the driver's AWS keys into each trial actor's ``runtime_env``.

@@ -55,3 +55,9 @@ def test_job_config_variable_is_rays() -> None:
     from ray._private.runtime_env import constants
 
     assert constants.RAY_JOB_CONFIG_JSON_ENV_VAR == raycompat.JOB_CONFIG_ENV
+
+
+def test_the_gcs_port_variable_is_what_ray_init_reads() -> None:
+    from ray._private import ray_constants
+
+    assert ray_constants.GCS_PORT_ENVIRONMENT_VARIABLE == raycompat.GCS_PORT_ENV

@@ -4,7 +4,7 @@ Attached (``RAY_ADDRESS`` set, e.g. inside ``ray job submit``): the driver joins
 way out, only disconnects, so ending it ends its own job (its non-detached actors) and nothing else.
 Embedded: ``ray.init()`` starts a cluster in this process, with the dashboard (it is where users watch
 runs, and Train's placement-group cleaner polls the state API it serves), and the way out shuts that whole
-cluster down.
+cluster down. Its processes are told their own cluster's address (:func:`_embedded_job_env`).
 
 "The way out" includes SIGTERM, which is what a scheduler, ``timeout`` or ``kill PID`` sends: its
 default action ends the driver at once, without ``finally`` blocks or atexit hooks, and an embedded
@@ -66,6 +66,34 @@ def _job_env() -> dict[str, str] | None:
     return env or None
 
 
+@contextlib.contextmanager
+def _embedded_job_env() -> Iterator[dict[str, str]]:
+    """Pin the embedded cluster's GCS port and hand every process of the job its address as ``RAY_ADDRESS``.
+
+    Ray's own actors that call the state API without an address (Train's placement-group cleaner, every
+    run) look for ``RAY_ADDRESS``, then the last ``ray start``, then any GCS process on the machine. With two
+    embedded clusters on one machine (two ``superfan train`` runs, a test suite on two cores) they found both,
+    printed a ``ConnectionError`` traceback into the user's log and stopped watching. The port is a free one
+    the OS gives now; ``ray.init`` binds it a moment later (a clash would fail the start loudly, not quietly).
+    """
+    import socket
+
+    from ray.util import get_node_ip_address
+
+    from superfan.raycompat import GCS_PORT_ENV
+
+    chosen = os.environ.get(GCS_PORT_ENV)
+    if not chosen:
+        with socket.socket() as probe:
+            probe.bind(("", 0))
+            os.environ[GCS_PORT_ENV] = str(probe.getsockname()[1])
+    try:
+        yield {"RAY_ADDRESS": f"{get_node_ip_address()}:{os.environ[GCS_PORT_ENV]}"}
+    finally:  # a later ray.init in this process picks its own port again
+        if not chosen:
+            os.environ.pop(GCS_PORT_ENV, None)
+
+
 #: "1" brings Ray's own INFO logs back (``--verbose``); read by build_trainer for Train's LoggingConfig.
 VERBOSE_ENV = "SUPERFAN_VERBOSE"
 
@@ -103,8 +131,8 @@ def ray_session(*, verbose_logs: bool = False, **init_kwargs: Any) -> Iterator[b
     owned = not ray.is_initialized()
     try:
         if owned:
-            env = _job_env() if attached else None
-            ray.init(runtime_env={"env_vars": env} if env else None, log_to_driver=True, **init_kwargs)
+            with _embedded_job_env() if not attached else contextlib.nullcontext(_job_env()) as env:
+                ray.init(runtime_env={"env_vars": env} if env else None, log_to_driver=True, **init_kwargs)
         if main:  # after ray.init: its core worker installs a SIGTERM handler of its own that aborts
             signal.signal(signal.SIGTERM, _interrupt)
         yield attached
