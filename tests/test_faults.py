@@ -57,42 +57,81 @@ def test_user_errors_are_one_line_before_ray_starts(local_inputs: dict[str, str]
     cases = [
         ([*train, "--data", "/no/such/dir"], "superfan train: error: /no/such/dir/manifest.json: not found"),
         ([SUPERFAN, "train", "superfan", *data], f"superfan train: error: {NEEDS_TEACHER}"),
-        ([SUPERFAN, "train", "superfan", *data, "--teacher", "/no/t"],
-         "superfan train: error: teacher: /no/t: no checkpoint.pt there (give a checkpoint directory or its "
-         "checkpoint.pt)"),
-        ([*train, *data, "data.batch_size=-1"],
-         "superfan train: error: command-line override: data.batch_size: Input should be greater than 0 (got -1)"),
+        (
+            [SUPERFAN, "train", "superfan", *data, "--teacher", "/no/t"],
+            "superfan train: error: teacher: /no/t: no checkpoint.pt there (give a checkpoint directory or its "
+            "checkpoint.pt)",
+        ),
+        (
+            [*train, *data, "data.batch_size=-1"],
+            "superfan train: error: command-line override: data.batch_size: Input should be greater than 0 (got -1)",
+        ),
         ([*train, "--data", "pipe:touch /tmp/x"], f"superfan train: error: pipe:touch /tmp/x: {pipe}"),
         ([*train, "--data", "pipe:cat /tmp/x.tar"], f"superfan train: error: pipe:cat /tmp/x.tar: {pipe}"),
-        ([*train, "--data", str(tmp_path / "a-{000000..000001}.tar")],
-         f"superfan train: error: {tmp_path}/a-000000.tar: not found"),
-        ([*train, *data, "--epochs", "-1"],
-         "superfan train: error: --epochs: stages.0.epochs: Input should be greater than 0 (got -1)"),
-        ([*train, *data, "--epochs", "0"],
-         "superfan train: error: --epochs: stages.0.epochs: Input should be greater than 0 (got 0)"),
-        ([*train, *data, "optimizer.eps=.inf"],
-         "superfan train: error: command-line override: optimizer.eps: Input should be a finite number (got inf)"),
-        ([*train, *data, "train.cpus_per_worker=.nan"],
-         "superfan train: error: command-line override: train.cpus_per_worker: Input should be a finite number "
-         "(got nan)"),
-        ([SUPERFAN, "evaluate", "--data", "/no/such/val", "--fan", local_inputs["teacher"], "--out",
-          str(tmp_path / "eval")], "superfan evaluate: error: /no/such/val/manifest.json: not found"),
-        ([*sweep, "--data", "/no/such", "--val", "/no/val", *s],
-         "sweeps/loss_weights.py: error: /no/such/manifest.json: not found"),
-        ([*sweep, *s, "--epochs", "0"],
-         "sweeps/loss_weights.py: error: --epochs: Input should be greater than or equal to 1 (got 0)"),
-        ([*sweep, *s, "--epochs", "-1"],
-         "sweeps/loss_weights.py: error: --epochs: Input should be greater than or equal to 1 (got -1)"),
-        ([*sweep, *s, "--max-concurrent", "-3"],
-         "sweeps/loss_weights.py: error: --max-concurrent: Input should be greater than or equal to 1 (got -3)"),
-        ([*sweep, *s, "--budget-hours", "inf"],
-         "sweeps/loss_weights.py: error: --budget-hours: Input should be a finite number (got inf)"),
-        ([*sweep, *s, "train.memory_per_worker_gb=.inf"],
-         "sweeps/loss_weights.py: error: command-line override: train.memory_per_worker_gb: Input should be a "
-         "finite number (got inf)"),
-        ([*sweep, *s, "augment.scale=[.inf, .inf]"],
-         "sweeps/loss_weights.py: error: command-line override: augment.scale.0: Input should be a finite number "
-         "(got inf) (+1 more)"),
+        (
+            [*train, "--data", str(tmp_path / "a-{000000..000001}.tar")],
+            f"superfan train: error: {tmp_path}/a-000000.tar: not found",
+        ),
+        (
+            [*train, *data, "--epochs", "-1"],
+            "superfan train: error: --epochs: stages.0.epochs: Input should be greater than 0 (got -1)",
+        ),
+        (
+            [*train, *data, "--epochs", "0"],
+            "superfan train: error: --epochs: stages.0.epochs: Input should be greater than 0 (got 0)",
+        ),
+        (
+            [*train, *data, "optimizer.eps=.inf"],
+            "superfan train: error: command-line override: optimizer.eps: Input should be a finite number (got inf)",
+        ),
+        (
+            [*train, *data, "train.cpus_per_worker=.nan"],
+            "superfan train: error: command-line override: train.cpus_per_worker: Input should be a finite number "
+            "(got nan)",
+        ),
+        (
+            [
+                SUPERFAN,
+                "evaluate",
+                "--data",
+                "/no/such/val",
+                "--fan",
+                local_inputs["teacher"],
+                "--out",
+                str(tmp_path / "eval"),
+            ],
+            "superfan evaluate: error: /no/such/val/manifest.json: not found",
+        ),
+        (
+            [*sweep, "--data", "/no/such", "--val", "/no/val", *s],
+            "sweeps/loss_weights.py: error: /no/such/manifest.json: not found",
+        ),
+        (
+            [*sweep, *s, "--epochs", "0"],
+            "sweeps/loss_weights.py: error: --epochs: Input should be greater than or equal to 1 (got 0)",
+        ),
+        (
+            [*sweep, *s, "--epochs", "-1"],
+            "sweeps/loss_weights.py: error: --epochs: Input should be greater than or equal to 1 (got -1)",
+        ),
+        (
+            [*sweep, *s, "--max-concurrent", "-3"],
+            "sweeps/loss_weights.py: error: --max-concurrent: Input should be greater than or equal to 1 (got -3)",
+        ),
+        (
+            [*sweep, *s, "--budget-hours", "inf"],
+            "sweeps/loss_weights.py: error: --budget-hours: Input should be a finite number (got inf)",
+        ),
+        (
+            [*sweep, *s, "train.memory_per_worker_gb=.inf"],
+            "sweeps/loss_weights.py: error: command-line override: train.memory_per_worker_gb: Input should be a "
+            "finite number (got inf)",
+        ),
+        (
+            [*sweep, *s, "augment.scale=[.inf, .inf]"],
+            "sweeps/loss_weights.py: error: command-line override: augment.scale.0: Input should be a finite number "
+            "(got inf) (+1 more)",
+        ),
     ]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # independent processes, mostly imports
         lines = list(pool.map(lambda case: _one_line_error(case[0]), cases))

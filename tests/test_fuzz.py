@@ -45,6 +45,7 @@ def fuzz(what: str) -> settings:
     return settings(max_examples=EXAMPLES[what], deadline=None, derandomize=True, database=None,
                     suppress_health_check=list(HealthCheck))  # fmt: skip
 
+
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=12),

@@ -26,7 +26,7 @@ from superfan.pose import fit_pose, project, read_pts
 def _faces(root: Path, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """``n`` real faces of faces-300w as the packer profiles them: a 320 px crop at 3x the landmark box."""
     out = []
-    for pts_file in sorted(root.glob("*/trainset/*.pts"))[:: 37][:n]:
+    for pts_file in sorted(root.glob("*/trainset/*.pts"))[::37][:n]:
         image = Image.open(pts_file.with_suffix(".jpg")).convert("RGB")
         pts = read_pts(pts_file)
         crop, crop_pts, _ = crop_face(image, landmark_box(pts), pts, 320, 3.0)
@@ -93,7 +93,10 @@ def test_pose_recovers_the_synthesised_yaw_within_5_degrees(faces_300w: Path) ->
             errors.append(abs(fit_pose(cam.project(lifted, r))["yaw"] - side * target))
     err = np.array(errors)
     assert len(err) == 486 and err.mean() < 1.5 and np.percentile(err, 95) < 4.0 and (err <= 5).mean() >= 0.98, (
-        err.mean(), np.percentile(err, 95), (err > 5).sum())
+        err.mean(),
+        np.percentile(err, 95),
+        (err > 5).sum(),
+    )
 
 
 def test_a_flipped_plus_60_view_is_the_minus_60_view() -> None:

@@ -168,14 +168,30 @@ def test_create_exclusive_that_cannot_write_leaves_no_claim(tmp_path: Path, monk
 @pytest.mark.parametrize(
     ("message", "code", "transient"),
     [
-        ("When getting information for key 'x' in bucket 'b': AWS Error NETWORK_CONNECTION during HeadObject "
-         "operation: curlCode: 7, Could not connect to server", ("NETWORK_CONNECTION", None), True),
-        ("When reading information for key 'k' in bucket 'b': AWS Error ACCESS_DENIED during HeadObject operation: "
-         "No response body.", ("ACCESS_DENIED", None), False),
-        ("When listing objects under key 'p_00500' in bucket 'b': AWS Error UNKNOWN (HTTP status 503) during "
-         "ListObjectsV2 operation: Service Unavailable", ("UNKNOWN", 503), True),
-        ("When getting information for key 'k_00500_503' in bucket 'b': AWS Error UNKNOWN (HTTP status 400) during "
-         "HeadObject operation: Timeout 500 503", ("UNKNOWN", 400), False),
+        (
+            "When getting information for key 'x' in bucket 'b': AWS Error NETWORK_CONNECTION during HeadObject "
+            "operation: curlCode: 7, Could not connect to server",
+            ("NETWORK_CONNECTION", None),
+            True,
+        ),
+        (
+            "When reading information for key 'k' in bucket 'b': AWS Error ACCESS_DENIED during HeadObject operation: "
+            "No response body.",
+            ("ACCESS_DENIED", None),
+            False,
+        ),
+        (
+            "When listing objects under key 'p_00500' in bucket 'b': AWS Error UNKNOWN (HTTP status 503) during "
+            "ListObjectsV2 operation: Service Unavailable",
+            ("UNKNOWN", 503),
+            True,
+        ),
+        (
+            "When getting information for key 'k_00500_503' in bucket 'b': AWS Error UNKNOWN (HTTP status 400) during "
+            "HeadObject operation: Timeout 500 503",
+            ("UNKNOWN", 400),
+            False,
+        ),
         ("disk says 500 Timeout", (None, None), False),
     ],
 )

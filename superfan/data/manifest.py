@@ -159,4 +159,3 @@ def resolve_dataset(urls: str | Iterable[str]) -> ShardSet:
     if not out:
         raise UserError(f"no shards found in {items!r}")
     return ShardSet(out, samples, entries, crop or DEFAULT_CROP)
-

@@ -65,6 +65,7 @@ MAX_VERIFIED_SHARD_BYTES = 1 << 30
 #: Pixels a stored crop's image may claim in its header, per pixel of the pack's crop (decompression bombs).
 MAX_PIXELS_PER_CROP_PIXEL = 16
 
+
 def resolve_shards(urls: str | Iterable[str]) -> list[str]:
     """The shard URLs of :func:`superfan.data.manifest.resolve_dataset`."""
     return resolve_dataset(urls).shards
