@@ -21,9 +21,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/python sweeps/loss_weights.py
 
+# Two tests at a time (pytest-xdist): Ray, Train and Tune leave a core idle half the time while they start
+# processes and poll. The few tests that take over the machine's Ray (`serial`) run alone afterwards.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=20 -m "not serial" tests
+	$(BIN)/python -m pytest -q -m serial tests
 
 # The edit loop: unit tests only (no Ray cluster, no S3 server, no sweep), about 2 minutes on 2 cores.
 test-fast: $(STAMP)

@@ -148,6 +148,7 @@ def _fake_autoscaling_cluster(head: dict[str, float], workers: dict[str, Any]) -
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # AutoscalingCluster.start runs `ray stop --force`: every Ray on the machine ends
 @pytest.mark.timeout(420)
 def test_gpu_sweep_makes_the_autoscaler_launch_a_gpu_node(
     local_inputs: dict[str, str], sweep_yaml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -19,15 +19,19 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.slow
+#: One worker runs the module under ``pytest -n``: its tests share one sweep (:func:`swept`).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sweep_report")]
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = ("curves.png", "pareto.png", "importance.png", "parallel.png", "champion.png")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def swept(local_inputs: dict[str, str], sweep_yaml: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A finished 2-trial sweep ``rep`` on local storage, its output and its experiment directory."""
+    """A finished 2-trial sweep ``rep`` on local storage, its output and its experiment directory.
+
+    Session-scoped, not module-scoped: under ``pytest -n`` a worker may run another module's test between
+    two of these, and a module fixture would then be torn down and the sweep run again (2 minutes)."""
     store = tmp_path_factory.mktemp("report") / "store"
     args = ["--config", str(sweep_yaml), "--storage", str(store), "--name", "rep", "--data", local_inputs["train"],
             "--val", local_inputs["val"], "--teacher", local_inputs["teacher"]]  # fmt: skip
