@@ -89,8 +89,8 @@ def make_storage(url: str, attempts: int = 5) -> optuna.storages.BaseStorage:
     A new database's schema is made by whoever opens it first, without a lock: when two processes open it
     at the same moment (``optuna-dashboard`` started beside a new sweep, two sweeps sharing a study
     database), the slower one fails on a table or version row the other just wrote. The schema is complete
-    a moment later, so that opening is tried again (4 of 4 processes opening one new SQLite file at once
-    failed 1 to 3 times in 3 tries without this).
+    a moment later, so that opening is tried again (without this, of 4 processes opening one new SQLite
+    file at once, 1 to 3 failed in each of 3 tries).
     """
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
