@@ -27,7 +27,7 @@ TEST_WORKERS ?= 2
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=20 -m "not serial" tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=25 -m "not serial" tests
 	$(BIN)/python -m pytest -q -m serial tests
 
 # The edit loop: unit tests only (no Ray cluster, no S3 server, no sweep), about 2 minutes on 2 cores.
