@@ -91,7 +91,7 @@ def main() -> int:
             if seconds is None or name is None:
                 continue
             cpu[pid] = max(cpu.get(pid, 0.0), seconds)
-            if _rank(name) >= _rank(title.get(pid, "")):  # keep the actor a worker became, not its exit
+            if _rank(name) > _rank(title.get(pid, "")):  # the first actor a worker became, not its exit
                 title[pid] = name
         time.sleep(0.2)
     wall = time.monotonic() - start
