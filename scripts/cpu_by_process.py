@@ -14,31 +14,15 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from peak_mem import descendants  # scripts/ is sys.path[0] when run as a script
+
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    kids: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        with contextlib.suppress(OSError):  # the task or process has just ended
-            kids += [int(k) for k in task.read_text().split()]
-    return kids
-
-
-def _tree(root: int) -> list[int]:
-    seen, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        seen.append(pid)
-        todo += _children(pid)
-    return seen
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -85,7 +69,7 @@ def main() -> int:
     start = time.monotonic()
     proc = subprocess.Popen(command)
     while proc.poll() is None:
-        for pid in _tree(proc.pid):
+        for pid in descendants(proc.pid):
             seconds = _cpu_seconds(pid)
             name = _title(pid)
             if seconds is None or name is None:

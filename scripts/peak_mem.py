@@ -49,14 +49,19 @@ def _name(pid: int) -> str:
         return "?"
 
 
-def tree_pss(root: int) -> list[tuple[int, int]]:
-    """``(pid, PSS bytes)`` of ``root`` and all its descendants."""
+def descendants(root: int) -> list[int]:
+    """``root`` and every process below it, now (also used by ``scripts/cpu_by_process.py``)."""
     tree, todo, seen = _children(), [root], []
     while todo:
         pid = todo.pop()
         seen.append(pid)
         todo.extend(tree.get(pid, []))
-    return [(p, _pss_kb(p) * 1024) for p in seen]
+    return seen
+
+
+def tree_pss(root: int) -> list[tuple[int, int]]:
+    """``(pid, PSS bytes)`` of ``root`` and all its descendants."""
+    return [(p, _pss_kb(p) * 1024) for p in descendants(root)]
 
 
 def main(argv: list[str]) -> int:
