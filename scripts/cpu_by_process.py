@@ -74,9 +74,10 @@ def main() -> int:
             name = _title(pid)
             if seconds is None or name is None:
                 continue
-            cpu[pid] = max(cpu.get(pid, 0.0), seconds)
             if _rank(name) > _rank(title.get(pid, "")):  # the first actor a worker became, not its exit
                 title[pid] = name
+            if pid in title:  # one seen only as it exits (empty command line) has no name to count under
+                cpu[pid] = max(cpu.get(pid, 0.0), seconds)
         time.sleep(0.2)
     wall = time.monotonic() - start
     by_name: dict[str, list[float]] = collections.defaultdict(list)
