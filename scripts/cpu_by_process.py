@@ -49,8 +49,9 @@ def _title(pid: int) -> str | None:
 
 
 def _rank(name: str) -> int:
-    """Which of two names seen for one process to keep: an actor's title over the worker it started as,
-    over the empty command line of a process that is exiting."""
+    """Which of two names seen for one process to keep: an actor's title (the first one) over the Ray
+    worker it started as, over a program (the latest: a fork shows its parent's until it execs), over the
+    empty command line of a process that is exiting."""
     if name.startswith("ray::") and not name.startswith("ray::IDLE"):
         return 3
     return 2 if name.startswith("ray::") else int(bool(name))
@@ -74,7 +75,8 @@ def main() -> int:
             name = _title(pid)
             if seconds is None or name is None:
                 continue
-            if _rank(name) > _rank(title.get(pid, "")):  # the first actor a worker became, not its exit
+            rank, known = _rank(name), _rank(title.get(pid, ""))
+            if rank > known or 0 < rank == known < 3:  # the first actor a worker became, the last exec
                 title[pid] = name
             if pid in title:  # one seen only as it exits (empty command line) has no name to count under
                 cpu[pid] = max(cpu.get(pid, 0.0), seconds)
