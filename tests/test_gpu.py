@@ -1,7 +1,8 @@
 """CUDA paths: bf16 autocast + channels_last training steps, and inference agreeing with CPU.
 
 CI has no GPU, so these run only where ``torch.cuda.is_available()``; the same code paths run in fp32 on
-CPU in test_train.py and test_enhance.py. Run them with ``pytest -m gpu`` on a GPU machine.
+CPU in test_train.py and test_enhance.py. Run them with ``pytest -m gpu`` on a GPU machine, or with the
+other GPU checks through ``scripts/gpu_checks.sh OUT_DIR``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Every GPU check of the project in one run, for a CUDA machine (CI has none; the same code paths run on
+# CPU in `make test`):
+#
+#   scripts/gpu_checks.sh OUT_DIR [PYTHON]      (PYTHON defaults to python3; run from the repository root)
+#
+#   1. pytest -m gpu tests/test_gpu.py: every stage step in bf16 + channels_last, the enhancer against CPU,
+#      the training loop from shards, collectives under nccl, cpu:gloo,cuda:nccl and gloo;
+#   2. scripts/gpu_share.py: two Train ranks on one GPU, and 1/2/4 trials per GPU (README, "Several
+#      trials per GPU");
+#   3. superfan bench models / train (paper profile, batch 64) / enhance: the README's GPU figures;
+#   4. scripts/loop_throughput.py with the paper profile: the loop with its data stream, no Ray.
+#
+# Each step has its own time limit and its own output file in OUT_DIR; a failed step does not stop the
+# others. The script exits non-zero when any step failed. STEPS="tests share bench loop" picks steps;
+# SHARE_STEPS sets gpu_share.py's steps per trial (default 200).
+set -uo pipefail
+OUT=${1:?usage: scripts/gpu_checks.sh OUT_DIR [PYTHON]}
+PY=${2:-python3}
+STEPS=${STEPS:-tests share bench loop}
+export RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+WORK=$(mktemp -d)
+failed=()
+
+step() {  # step NAME LIMIT_S CMD...: run CMD with a limit, its output in OUT/NAME.txt
+  local name=$1 limit=$2 t0 rc
+  shift 2
+  t0=$(date +%s)
+  echo "== $name: $*"
+  timeout --kill-after=10 "$limit" "$@" >"$OUT/$name.txt" 2>&1
+  rc=$?
+  echo "== $name: exit $rc in $(( $(date +%s) - t0 )) s"
+  tail -n 25 "$OUT/$name.txt"
+  [ "$rc" -eq 0 ] || failed+=("$name")
+}
+
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  "$PY" -c "import sys, torch, torchvision; print(sys.version.split()[0], 'torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
+  echo "CPU cores: $(nproc)"
+} >"$OUT/machine.txt" 2>&1
+cat "$OUT/machine.txt"
+
+SUPERFAN=("$PY" -c "import sys; from superfan.cli import main; sys.exit(main(sys.argv[1:]))")  # the console script
+
+if has tests; then
+  step tests 240 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py
+fi
+if has share; then
+  step gpu_share 300 "$PY" scripts/gpu_share.py "$WORK/share" --steps "${SHARE_STEPS:-200}"
+fi
+if has bench; then
+  step bench_models 90 "${SUPERFAN[@]}" bench models
+  step bench_train 120 "${SUPERFAN[@]}" bench train --profile paper --batch 64 --steps 10
+  step bench_enhance 120 "${SUPERFAN[@]}" bench enhance --batches 1,64,256,1000
+fi
+if has loop; then
+  step loop 300 "$PY" scripts/loop_throughput.py "$WORK/loop" --profile paper
+fi
+rm -rf "$WORK"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "gpu checks: FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "gpu checks: all passed"
