@@ -32,18 +32,18 @@ step() {
 }
 
 step "pack train (hash 0-0.8) and val (hash 0.8-1)"
-python -m shards pack 300w "$DATA" "$OUT/shards/train" --split train --hash-range 0:0.8 --workers 2 --quiet
-python -m shards pack 300w "$DATA" "$OUT/shards/val" --split val --hash-range 0.8:1 --workers 2 --quiet
+python -m shards pack 300w "$DATA" "$OUT/shards/train" --split train --hash-range 0:0.8 --pack-workers 2 --no-progress
+python -m shards pack 300w "$DATA" "$OUT/shards/val" --split val --hash-range 0.8:1 --pack-workers 2 --no-progress
 TRAIN="$OUT/shards/train/manifest.json" VAL="$OUT/shards/val/manifest.json"
 
 # 300W-LP-style profiled views (shards/profile.py), each in its source face's split: training faces turned to
 # $TRAIN_VIEWS of 30..90 degrees beyond their own yaw; validation faces to 45 and 75, so the three yaw bins
 # of the evaluation are filled.
 step "profile train ($TRAIN_VIEWS view(s) a face) and val (45 and 75 degrees)"
-python -m shards pack 300w "$DATA" "$OUT/shards/train-profiled" --split train --hash-range 0:0.8 --workers 2 --quiet \
-  --profile default --profile-views "$TRAIN_VIEWS"
-python -m shards pack 300w "$DATA" "$OUT/shards/val-profiled" --split val --hash-range 0.8:1 --workers 2 --quiet \
-  --profile 45,75
+python -m shards pack 300w "$DATA" "$OUT/shards/train-profiled" --split train --hash-range 0:0.8 --pack-workers 2 --no-progress \
+  --yaws default --profile-views "$TRAIN_VIEWS"
+python -m shards pack 300w "$DATA" "$OUT/shards/val-profiled" --split val --hash-range 0.8:1 --pack-workers 2 --no-progress \
+  --yaws 45,75
 TRAIN_P="$OUT/shards/train-profiled/manifest.json" VAL_P="$OUT/shards/val-profiled/manifest.json"
 
 step "teacher FAN"

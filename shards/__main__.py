@@ -11,25 +11,48 @@ import json
 import os
 import sys
 
+from superfan.cliargs import HelpFormatter, add_version, deprecated, examples
+
 FORMATS = ("300w", "mat", "ls3dw", "celeba", "widerface", "synthetic")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m shards", description="Pack raw face datasets into shards.")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m shards",
+        description="Pack raw face datasets into WebDataset shards (local or s3://), and verify packs.",
+        epilog=examples(
+            "python -m shards pack 300w ~/data/300W shards/300w-train --split train --hash-range 0:0.9",
+            "python -m shards pack mat ~/data/AFLW2000 shards/aflw2000 --split val",
+            "python -m shards verify shards/300w-train",
+        ),
+        formatter_class=HelpFormatter,
+    )
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("pack", help="raw dataset -> WebDataset tar shards + manifest.json")
+    pack_help = "raw dataset -> WebDataset tar shards + manifest.json"
+    p = sub.add_parser(
+        "pack", help=pack_help, description=pack_help, formatter_class=HelpFormatter,
+        epilog=examples(
+            "python -m shards pack synthetic 512 shards/synthetic --split train",
+            "python -m shards pack 300w ~/data/300W shards/300w-train --split train --hash-range 0:0.9",
+            "python -m shards pack 300w ~/data/300W shards/300w-lp-train --split train --hash-range 0:0.9 "
+            "--yaws default --profile-mirror",
+        ),
+    )  # fmt: skip
     p.add_argument("format", choices=FORMATS, help="dataset format")
     p.add_argument("src", help="dataset root (local or s3://); for 'synthetic', the number of faces")
     p.add_argument("dest", help="output directory or s3://bucket/prefix")
-    p.add_argument("--split", required=True, help="shard name prefix, e.g. train or val")
-    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
-    p.add_argument("--workers", type=int, default=0, help="worker processes (default: one per CPU)")
+    p.add_argument("--split", required=True, help="shard name prefix, e.g. train or val (see --hash-range)")
+    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
+    p.add_argument("--pack-workers", dest="workers", type=int, default=0, metavar="N",
+                   help="packing processes (default: one per CPU)")  # fmt: skip
+    p.add_argument("--workers", dest="workers", type=int, action=deprecated("--pack-workers"))
     p.add_argument("--limit", type=int, default=None, help="pack at most N faces (a seeded random subset)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing pack at DEST")
-    p.add_argument("--crop-size", type=int, default=256, help="side of the stored crop in pixels (default 256)")
-    p.add_argument("--context", type=float, default=2.4, help="crop side / face box max side (default 2.4)")
-    p.add_argument("--min-face", type=float, default=16.0, help="skip faces whose box is smaller (px, default 16)")
-    p.add_argument("--seed", type=int, default=0, help="shuffle / subset / synthetic seed (default 0)")
+    p.add_argument("--crop-size", type=int, default=256, help="side of the stored crop in pixels")
+    p.add_argument("--context", type=float, default=2.4, help="crop side / face box max side")
+    p.add_argument("--min-face", type=float, default=16.0, help="skip faces whose box is smaller (px)")
+    p.add_argument("--seed", type=int, default=0, help="shuffle / subset / synthetic seed")
     p.add_argument("--dataset", default=None, help="dataset name in sample keys (default from the format)")
     p.add_argument("--pose-file", default=None, help="ls3dw: CSV with id,yaw[,pitch,roll] in degrees")
     p.add_argument("--pose-source", default=None, choices=("ground-truth", "estimated"),
@@ -41,26 +64,34 @@ def _parser() -> argparse.ArgumentParser:
         help="keep faces whose key hashes into [LO, HI) of [0, 1): e.g. 0:0.8 train, 0.8:1 val",
     )
     p.add_argument(
-        "--profile",
+        "--yaws",
+        dest="profile",
         default=None,
         metavar="YAWS",
         help="pack 300W-LP-style profiled views of every face instead of the face: target |yaw| degrees, "
         "e.g. 30,45,60,75,90 ('default' = that list); each face turns further in its own direction "
         "(both ways when near frontal). 68-point formats only (300w, mat, ls3dw, synthetic)",
     )
+    p.add_argument("--profile", dest="profile", metavar="YAWS", action=deprecated("--yaws"))
     p.add_argument(
         "--profile-views",
         type=int,
         default=None,
         metavar="N",
-        help="with --profile: N of the eligible yaws per face, chosen by a hash of its key (default all)",
+        help="with --yaws: N of the eligible yaws per face, chosen by a hash of its key (default all)",
     )
     p.add_argument("--profile-mirror", action="store_true",
-                   help="with --profile: also pack each view mirrored (the other side)")  # fmt: skip
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    v = sub.add_parser("verify", help="re-hash shards against their manifest")
+                   help="with --yaws: also pack each view mirrored (the other side)")  # fmt: skip
+    p.add_argument("--no-progress", dest="quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", dest="quiet", nargs=0, const=True, action=deprecated("--no-progress"))
+    verify_help = "re-hash shards against their manifest"
+    v = sub.add_parser("verify", help=verify_help, description=verify_help, formatter_class=HelpFormatter,
+                       epilog=examples("python -m shards verify s3://faces/shards/300w-train"))  # fmt: skip
     v.add_argument("url", help="pack prefix or manifest.json URL")
     return parser
+
+
+_parser = build_parser
 
 
 def _hash_range(text: str | None) -> tuple[float, float] | None:
@@ -83,17 +114,17 @@ def _profile(args: argparse.Namespace) -> object:
 
     if args.profile is None:
         if args.profile_views is not None or args.profile_mirror:
-            raise UserError("--profile-views and --profile-mirror need --profile YAWS")
+            raise UserError("--profile-views and --profile-mirror need --yaws YAWS")
         return None
     if args.format in {"celeba", "widerface"}:
-        raise UserError(f"--profile needs 68 landmarks per face; format {args.format!r} has none")
+        raise UserError(f"--yaws needs 68 landmarks per face; format {args.format!r} has none")
     text = args.profile.strip()
     try:
         yaws = DEFAULT_YAWS if text == "default" else tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise UserError(f"--profile {args.profile!r}: expected degrees, comma-separated, e.g. 30,45,60,75,90") from None
+        raise UserError(f"--yaws {args.profile!r}: expected degrees, comma-separated, e.g. 30,45,60,75,90") from None
     if not yaws or not all(0 < y <= 90 for y in yaws):
-        raise UserError(f"--profile {args.profile!r}: every yaw must be in (0, 90] degrees")
+        raise UserError(f"--yaws {args.profile!r}: every yaw must be in (0, 90] degrees")
     if args.profile_views is not None and args.profile_views < 1:
         raise UserError(f"--profile-views must be >= 1, got {args.profile_views}")
     return ProfileOptions(yaws=tuple(sorted(set(yaws))), views=args.profile_views, mirror=args.profile_mirror)
@@ -121,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
             hash_range=_hash_range(args.hash_range), profile=_profile(args),
         )  # fmt: skip
         if opts.workers < 0 or (opts.limit is not None and opts.limit < 1):
-            raise UserError("--workers must be >= 0 and --limit >= 1")
+            raise UserError("--pack-workers must be >= 0 and --limit >= 1")
         result = pack(opts)
         print(summary(result, opts))
         return 0

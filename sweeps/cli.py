@@ -18,6 +18,7 @@ from typing import Any
 # Tune, Train runs visible in the dashboard, no usage reporting) before Ray is imported anywhere in this
 # process: the in-process cluster and all its workers inherit them.
 from superfan import storage
+from superfan.cliargs import HelpFormatter, add_version, deprecated, examples
 from superfan.errors import ConfigError, UserError, run_command
 from superfan.stagekinds import default_stages
 from superfan.train.driver import raise_data_error
@@ -32,16 +33,38 @@ CONFIGS_DIR = SWEEPS_DIR / "configs"
 DEFAULT_STORAGE = "./.superfan"
 
 
+def sweep_config(value: str) -> str:
+    """``--config``: a sweep file path, or the name of one in sweeps/configs/ (``tiny``, ``paper``)."""
+    named = CONFIGS_DIR / f"{value}.yaml"
+    return str(named) if "/" not in value and not value.endswith((".yaml", ".yml")) and named.is_file() else value
+
+
 def build_parser(kind: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"sweeps/{kind}.py", description=description)
+    script = f"python sweeps/{kind}.py"
+    p = argparse.ArgumentParser(
+        prog=f"sweeps/{kind}.py", description=description, formatter_class=HelpFormatter,
+        epilog=examples(
+            f"{script}                      # embedded Ray, synthetic faces, ./.superfan/",
+            f"{script} --config tiny --data shards/train --val shards/val --name mine",
+            f"ray job submit --working-dir . -- {script} --config paper --storage s3://bucket/sweeps \\",
+            "    --data s3://bucket/shards/train --val s3://bucket/shards/val model.perceptual_weights=URL",
+        ),
+    )  # fmt: skip
+    add_version(p)
     p.add_argument(
         "--config",
+        type=sweep_config,
         default=str(CONFIGS_DIR / "tiny.yaml"),
-        help="sweep YAML (base profile + sweep: + search:), default sweeps/configs/tiny.yaml",
+        help="sweep file: a name in sweeps/configs/ (tiny, paper) or a YAML path (base profile + sweep: + "
+        "search:); default tiny",
     )
-    p.add_argument("--samples", type=int, default=None, help="trials (sweep.samples)")
-    p.add_argument("--workers-per-trial", type=int, default=None, help="Ray Train workers per trial")
-    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: from the cluster)")
+    p.add_argument("--samples", type=int, default=None, help="trials (default: the file's sweep.samples)")
+    p.add_argument("--train-workers", dest="workers_per_trial", type=int, default=None, metavar="N",
+                   help="Ray Train workers (DDP ranks) per trial (default: the config's train.workers)")  # fmt: skip
+    p.add_argument("--workers-per-trial", dest="workers_per_trial", type=int, action=deprecated("--train-workers"))
+    p.add_argument("--max-concurrent", type=int, default=None,
+                   help="trials at once (default: sweep.max_concurrent, else every GPU trial at once so an "
+                        "autoscaler sees them, and as many CPU trials as the cluster's CPUs fit)")  # fmt: skip
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="local directory or s3://bucket/prefix")
     p.add_argument("--data", action="append", default=None, help="train shards: URL, brace pattern or manifest")
     p.add_argument("--val", action="append", default=None, help="validation shards (the promotion metric)")

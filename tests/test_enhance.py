@@ -511,7 +511,7 @@ def test_bench_enhance_reports_faces_per_second(capsys: pytest.CaptureFixture[st
 
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
-    args = parser.parse_args(["--profile", "tiny", "--batches", "1,8", "--seconds", "0.2", "--device", "cpu", "--json"])
+    args = parser.parse_args(["--config", "tiny", "--batches", "1,8", "--seconds", "0.2", "--device", "cpu", "--json"])
     assert bench.run(args) == 0
     result = json.loads(capsys.readouterr().out)
     assert [r["batch"] for r in result["rows"]] == [1, 8]

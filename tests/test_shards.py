@@ -175,15 +175,15 @@ def test_bad_input_is_skipped_and_counted(tmp_path: Path) -> None:
 
 def test_cli_summary_and_nothing_packed_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _bad_300w_tree(tmp_path / "src")
-    args = ["pack", "300w", str(tmp_path / "src"), str(tmp_path / "out"), "--split", "val", "--workers", "2"]
-    assert main([*args, "--quiet"]) == 0
+    args = ["pack", "300w", str(tmp_path / "src"), str(tmp_path / "out"), "--split", "val", "--pack-workers", "2"]
+    assert main([*args, "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "packed 2 samples" in out and "face smaller than min-face: 1" in out
     assert (tmp_path / "out" / "val-000000.tar").exists()
     # Everything rejected: non-zero exit with one line, and no manifest.
     for p in (tmp_path / "src").glob("good*.jpg"):
         p.unlink()
-    assert main(["pack", "300w", str(tmp_path / "src"), str(tmp_path / "out2"), "--split", "x", "--quiet"]) == 2
+    assert main(["pack", "300w", str(tmp_path / "src"), str(tmp_path / "out2"), "--split", "x", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nothing packed" in err
     assert not (tmp_path / "out2" / "manifest.json").exists()
@@ -365,7 +365,7 @@ def test_refuses_to_overwrite_without_flag(tmp_path: Path, capsys: pytest.Captur
         write_image(src / f"f{i}.jpg", seed=i)
         write_pts(src / f"f{i}.pts", face_points(yaw=5 * i))
     out = tmp_path / "out"
-    args = ["pack", "300w", str(src), str(out), "--split", "train", "--quiet", "--shard-size", "1"]
+    args = ["pack", "300w", str(src), str(out), "--split", "train", "--no-progress", "--shard-size", "1"]
     assert main(args) == 0
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"] + [f"train-00000{i}.tar" for i in range(3)]
     before = (out / "manifest.json").read_text()
@@ -428,7 +428,7 @@ def test_unusable_local_dest_is_one_line(tmp_path: Path, capsys: pytest.CaptureF
     write_pts(src / "f.pts", face_points())
     (tmp_path / "afile").write_text("not a directory")
     dest = str(tmp_path / "afile" / "shards")
-    assert main(["pack", "300w", str(src), dest, "--split", "train", "--quiet"]) == 2
+    assert main(["pack", "300w", str(src), dest, "--split", "train", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and dest in err and "cannot write" in err
 

@@ -89,7 +89,7 @@ def test_pack_faces_300w_to_s3_and_read_back(
         "--shard-size",
         "128",
     ]
-    assert main([*args, "--workers", "2", "--quiet"]) == 0
+    assert main([*args, "--pack-workers", "2", "--no-progress"]) == 0
     assert "packed 300 samples" in capsys.readouterr().out
 
     manifest, samples = read_back(prefix)
@@ -130,7 +130,8 @@ def test_pack_faces_300w_to_s3_and_read_back(
 def test_full_pack_faces_300w_with_two_workers(faces_300w: Path, s3_env: dict[str, str]) -> None:
     prefix = f"s3://superfan/test-{uuid.uuid4().hex[:8]}/300w-train"
     t0 = time.perf_counter()
-    assert main(["pack", "300w", str(faces_300w), prefix, "--split", "train", "--workers", "2", "--quiet"]) == 0
+    args = ["pack", "300w", str(faces_300w), prefix, "--split", "train", "--pack-workers", "2", "--no-progress"]
+    assert main(args) == 0
     seconds = time.perf_counter() - t0
     manifest, samples = read_back(prefix)
     assert manifest["samples"] == len(samples) == 2012
@@ -140,7 +141,7 @@ def test_full_pack_faces_300w_with_two_workers(faces_300w: Path, s3_env: dict[st
 
 
 def _cli(env: dict[str, str], dest: str, src: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "shards", "pack", "300w", str(src), dest, "--split", "x", "--quiet"]
+    cmd = [sys.executable, "-m", "shards", "pack", "300w", str(src), dest, "--split", "x", "--no-progress"]
     return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
 
 

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from superfan.cliargs import deprecated
 from superfan.errors import UserError
 
 
@@ -36,8 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="shard URLs / manifest (local); default: generate synthetic shards")
     parser.add_argument("--faces", type=int, default=1000, help="synthetic faces to generate (default 1000)")
     parser.add_argument("--samples", type=int, default=4000, help="samples streamed per measurement")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", default="1,2", help="DataLoader worker counts to measure (default 1,2)")
+    parser.add_argument("--batch", "--batch-size", dest="batch_size", type=int, default=32, help="faces per batch")
+    parser.add_argument("--loader-workers", dest="workers", default="1,2",
+                        help="DataLoader worker counts to measure (default 1,2)")  # fmt: skip
+    parser.add_argument("--workers", dest="workers", action=deprecated("--loader-workers"))
     parser.add_argument("--real-world", action="store_true", help="enable the section 5.3 degradations")
     parser.add_argument("--no-s3", action="store_true", help="measure local shards only")
     parser.add_argument("--s3-prefix", default="s3://superfan/bench-data", help="where shards go on S3")
@@ -197,7 +200,7 @@ def _pack_synthetic(dest: Path, n: int) -> None:
     """Synthetic shards through the packer's own command line: the library never imports ``shards`` (the
     tool built on it), so the benchmark runs it as a program, exactly as a user would."""
     cmd = [sys.executable, "-m", "shards", "pack", "synthetic", str(n), str(dest), "--split", "train",
-           "--shard-size", "250", "--workers", str(os.cpu_count() or 1), "--quiet"]  # fmt: skip
+           "--shard-size", "250", "--pack-workers", str(os.cpu_count() or 1), "--no-progress"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]

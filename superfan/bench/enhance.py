@@ -19,12 +19,15 @@ from typing import Any
 
 import torch
 
+from superfan.cliargs import deprecated
+
 PAPER_FACES_PER_S = 1000 / 4.6
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None, help="champion/checkpoint (default: random paper-size models)")
-    parser.add_argument("--profile", default="paper", help="config profile for random models (default paper)")
+    parser.add_argument("--config", dest="profile", default="paper", help="config profile for random models")
+    parser.add_argument("--profile", dest="profile", action=deprecated("--config"))
     parser.add_argument("--batches", default="1,64,256", help="comma-separated batch sizes (default 1,64,256)")
     parser.add_argument("--crop", type=int, default=32, help="side of the input face crops in px (default 32)")
     parser.add_argument("--seconds", type=float, default=2.0, help="minimum timed seconds per batch size")

@@ -21,11 +21,14 @@ from typing import Any
 
 import torch
 
+from superfan.cliargs import deprecated
+
 KINDS = ("pixel", "fan", "feature", "heatmap", "gan", "end2end")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="tiny", help="config profile (tiny, paper) or YAML path")
+    parser.add_argument("--config", dest="profile", default="tiny", help="config profile (tiny, paper) or YAML path")
+    parser.add_argument("--profile", dest="profile", action=deprecated("--config"))
     parser.add_argument("--batch", type=int, default=None, help="batch size per worker (default: the profile's)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per stage (after 1 warm-up step)")
     parser.add_argument("--stages", default=",".join(KINDS), help="comma-separated stage kinds")

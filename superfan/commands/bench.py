@@ -10,6 +10,15 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from superfan.cliargs import HelpFormatter, examples
+
+EXAMPLES = {
+    "models": "superfan bench models --batch 256",
+    "data": "superfan bench data --no-s3 --loader-workers 1,2",
+    "train": "superfan bench train --config paper --batch 64 --steps 10",
+    "enhance": "superfan bench enhance --config tiny --batches 1,64",
+}
+
 BENCHMARKS = {
     "models": "generator forward images/s, 12-3-2 vs SRResNet 16-1-1 (paper A1.4)",
     "data": "data stream samples/s and peak memory, local shards vs S3, 1 and 2 workers",
@@ -21,7 +30,8 @@ BENCHMARKS = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
     for name, help_text in BENCHMARKS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=examples(EXAMPLES[name]),
+                           formatter_class=HelpFormatter)  # fmt: skip
         importlib.import_module(f"superfan.bench.{name}").add_arguments(p)
 
 

@@ -15,6 +15,7 @@ import json
 import posixpath
 from pathlib import Path
 
+from superfan.cliargs import deprecated
 from superfan.errors import UserError
 
 
@@ -51,7 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     )
     parser.add_argument("--out", default="eval", help="output directory or s3:// prefix (default: ./eval)")
     parser.add_argument("--max-faces", type=int, default=None, metavar="N", help="stop after N faces")
-    parser.add_argument("--samples", type=int, default=8, metavar="N", help="faces in the sample grid")
+    parser.add_argument("--grid-faces", dest="samples", type=int, default=8, metavar="N",
+                        help="faces in the sample grid (samples.png)")  # fmt: skip
+    parser.add_argument("--samples", dest="samples", type=int, metavar="N", action=deprecated("--grid-faces"))
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

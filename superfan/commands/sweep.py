@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import argparse
 
+from superfan.cliargs import HelpFormatter, examples
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    rep = sub.add_parser("report", help="write report.md and its figures for a sweep (finished or running)")
+    rep_help = "write report.md and its figures for a sweep (finished or running)"
+    rep = sub.add_parser(
+        "report",
+        help=rep_help,
+        description=rep_help,
+        formatter_class=HelpFormatter,
+        epilog=examples(
+            "superfan sweep report ./.superfan/sweeps/loss-weights-tiny",
+            "superfan sweep report s3://bucket/superfan/sweeps/loss-weights-paper --no-faces",
+        ),
+    )
     rep.add_argument("experiment", metavar="EXPERIMENT_URL", help="<storage>/sweeps/<name>, local or s3://")
     rep.add_argument("--out", default=None, help="report directory (default EXPERIMENT_URL/report)")
     rep.add_argument("--no-faces", action="store_true", help="skip champion.png (no validation data read)")

@@ -15,24 +15,38 @@ import os
 import time
 from typing import Any
 
+from superfan.cliargs import HelpFormatter, deprecated, examples
 from superfan.errors import TrainingDiverged, UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="what", metavar="WHAT", required=True)
-    fan = sub.add_parser("fan", help="train the HR teacher FAN on ground-truth landmark heatmaps")
-    sr = sub.add_parser("superfan", help="train the Super-FAN stages (needs --teacher)")
+    fan_help = "train the HR teacher FAN on ground-truth landmark heatmaps"
+    sr_help = "train the Super-FAN stages (needs --teacher)"
+    fan = sub.add_parser(
+        "fan", help=fan_help, description=fan_help, formatter_class=HelpFormatter,
+        epilog=examples("superfan train fan --config tiny --data shards/train --val shards/val --storage runs"),
+    )  # fmt: skip
+    sr = sub.add_parser(
+        "superfan", help=sr_help, description=sr_help, formatter_class=HelpFormatter,
+        epilog=examples("superfan train superfan --config tiny --data shards/train --val shards/val "
+                        "--teacher TEACHER_CKPT --storage runs"),
+    )  # fmt: skip
     for p in (fan, sr):
         p.add_argument("--config", default="tiny", help="profile name (tiny, paper) or YAML path")
         p.add_argument("--data", action="append", default=None, help="train shards: URL, brace pattern or manifest")
         p.add_argument("--val", action="append", default=None, help="validation shards (reported as val_*)")
-        p.add_argument("--storage", "--out", dest="storage", default=None, help="local dir or s3:// for Ray results")
+        p.add_argument("--storage", default=None,
+                       help="local dir or s3:// for Ray results (default: the config's train.storage)")  # fmt: skip
+        p.add_argument("--out", dest="storage", action=deprecated("--storage"))
         p.add_argument("--name", default=None, help="run name (re-using a name resumes that run)")
-        p.add_argument("--workers", type=int, default=None, help="Ray Train workers (train.workers)")
+        p.add_argument("--train-workers", dest="workers", type=int, default=None,
+                       help="Ray Train workers (DDP ranks) (default: the config's train.workers)")  # fmt: skip
+        p.add_argument("--workers", dest="workers", type=int, action=deprecated("--train-workers"))
         p.add_argument("--init", default=None, help="checkpoint to start from (continues it if its stage is run)")
         p.add_argument("--verbose", action="store_true", help="show Ray's own logs too")
         p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.batch_size=32")
-    fan.add_argument("--epochs", type=int, default=None, help="epochs of the teacher stage")
+    fan.add_argument("--epochs", type=int, default=None, help="epochs of the teacher stage (default: the config's)")
     sr.add_argument("--teacher", default=None, help="teacher FAN checkpoint (from `superfan train fan`)")
     sr.add_argument("--stages", default=None, help="comma-separated stage names (default: all non-teacher)")
 
