@@ -6,9 +6,9 @@
 #
 #   1. pytest -m gpu tests/test_gpu.py: every stage step in bf16 + channels_last, the enhancer against CPU,
 #      the training loop from shards, collectives under nccl, cpu:gloo,cuda:nccl and gloo;
-#   2. scripts/gpu_share.py: two Train ranks on one GPU, and 1/2/4 trials per GPU (README, "Several
+#   2. scripts/gpu_share.py: two Train ranks on one GPU, and 1/2/4 trials per GPU (docs/results.md, "Several
 #      trials per GPU");
-#   3. superfan bench models / train (paper profile, batch 64) / enhance: the README's GPU figures;
+#   3. superfan bench models / train (paper profile, batch 64) / enhance: the GPU figures of docs/results.md;
 #   4. scripts/loop_throughput.py with the paper profile: the loop with its data stream, no Ray.
 #
 # Each step has its own time limit and its own output file in OUT_DIR; a failed step does not stop the
@@ -55,7 +55,7 @@ if has share; then
 fi
 if has bench; then
   step bench_models 90 "${SUPERFAN[@]}" bench models
-  step bench_train 120 "${SUPERFAN[@]}" bench train --profile paper --batch 64 --steps 10
+  step bench_train 120 "${SUPERFAN[@]}" bench train --config paper --batch 64 --steps 10
   step bench_enhance 120 "${SUPERFAN[@]}" bench enhance --batches 1,64,256,1000
 fi
 if has loop; then

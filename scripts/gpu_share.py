@@ -8,7 +8,7 @@ refuses two ranks on one device) through one-pass epochs on shards of unequal si
 the same number of steps (the loop checks it with an all-reduce and reports ``epoch_steps``).
 (b) 1, 2 and 4 concurrent paper-profile trials on the one GPU at ``gpus_per_worker`` 1, 0.5 and 0.25, each
 for a fixed number of steps of the heatmap stage: prints each trial's images/s, its speed against the solo
-run, and the summed throughput (trial-steps per second), as a Markdown table for the README.
+run, and the summed throughput (trial-steps per second), as a Markdown table for docs/results.md.
 """
 
 from __future__ import annotations

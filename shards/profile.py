@@ -25,7 +25,7 @@ Views turn further in the direction the face already looks (what was visible sta
 a near-frontal face (|yaw| < :data:`BOTH_SIDES_BELOW`) turns both ways. ``mirror`` adds each view flipped
 (landmarks relabelled with the 68-point permutation, yaw negated), so both sides are covered.
 
-Simplified against 300W-LP (README, "Profiled faces"): a mean-face template instead of a fitted 3DMM
+Simplified against 300W-LP (docs/data.md, "Profiled faces"): a mean-face template instead of a fitted 3DMM
 (identity only in the image plane of the source view), a fixed ellipsoid skull and cylinder neck, no
 inpainting of revealed background beyond the stretch, no relighting.
 """

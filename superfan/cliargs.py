@@ -55,6 +55,8 @@ def deprecated(new: str) -> type[argparse.Action]:
     """An action for an old spelling of ``new``: stores like ``new`` and warns once, in one line."""
 
     class _Deprecated(argparse.Action):
+        replacement = new  # tests/test_readme.py: the docs must not show an old spelling
+
         def __init__(self, option_strings: list[str], dest: str, nargs: Any = None, **kwargs: Any) -> None:
             kwargs.setdefault("help", argparse.SUPPRESS)
             kwargs.setdefault("default", argparse.SUPPRESS)  # the new spelling's default stands

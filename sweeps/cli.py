@@ -85,7 +85,7 @@ def build_parser(kind: str, description: str) -> argparse.ArgumentParser:
         "--mlflow",
         default=None,
         metavar="URI",
-        help="log trials to this MLflow tracking URI, register the champion (extra: superfan[mlflow])",
+        help="log trials to this MLflow tracking URI, register the champion (pip install -e '.[mlflow]')",
     )
     p.add_argument("overrides", nargs="*", help="config overrides for every trial, e.g. data.batch_size=8")
     return p

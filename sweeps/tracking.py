@@ -24,7 +24,7 @@ def check_mlflow(uri: str) -> None:
     try:
         import mlflow  # noqa: F401
     except ImportError:
-        raise ConfigError(f"--mlflow {uri}: MLflow is not installed; pip install 'superfan[mlflow]'") from None
+        raise ConfigError(f"--mlflow {uri}: MLflow is not installed; pip install -e '.[mlflow]'") from None
 
 
 def _tags(sweep: Sweep) -> dict[str, str]:

@@ -311,7 +311,7 @@ def test_detector_without_dlib_names_the_extra(
     photo = str(widerface_dir / "12_Group_Group_12_Group_Group_12_10.jpg")
     assert _cli(str(checkpoint_dir), photo, "--detector", "dlib", "-o", str(tmp_path / "o")) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "pip install 'superfan[detector]'" in err
+    assert len(err.splitlines()) == 1 and "pip install -e '.[detector]'" in err
 
 
 # ------------------------------------------------------------------------------------- the API

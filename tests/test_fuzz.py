@@ -34,7 +34,7 @@ from superfan.data.stream import make_loader
 from superfan.data.tarstream import tar_samples
 from superfan.errors import UserError
 
-#: Examples per property; their sum is the suite's count of malformed inputs (README, Reliability).
+#: Examples per property; their sum is the suite's count of malformed inputs (docs/faults.md).
 EXAMPLES = {"members": 250, "bytes": 150, "manifests": 200, "sweeps": 200, "overrides": 300}
 #: Inputs each property actually ran on in this session (Hypothesis may stop early on a small space).
 RAN = dict.fromkeys(EXAMPLES, 0)

@@ -74,7 +74,7 @@ def test_rendering_at_the_faces_own_pose_reproduces_the_crop(faces_300w: Path) -
 
 def test_pose_recovers_the_synthesised_yaw_within_5_degrees(faces_300w: Path) -> None:
     """81 real faces (every 25th of faces-300w), each turned to 0, 15, ..., 75 degrees in its own direction: the
-    template fit of superfan/pose.py finds the yaw the views were rendered at. Measured (README): mean error
+    template fit of superfan/pose.py finds the yaw the views were rendered at. Measured (docs/data.md): mean error
     1.1 degrees, 95th percentile 3.5, 7 of 486 views above 5 (at most 7.1): faces whose shape is far from the
     mean face, the same limit the estimator has on real faces (3-5 degrees)."""
     import math

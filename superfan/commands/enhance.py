@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     mode.add_argument(
         "--detector", choices=("dlib",), default=None,
-        help="find faces in full photos (pip install 'superfan[detector]'; misses faces below ~40 px)",
+        help="find faces in full photos (pip install -e '.[detector]'; misses faces below ~40 px)",
     )  # fmt: skip
     mode.add_argument(
         "--crops", action="store_true",

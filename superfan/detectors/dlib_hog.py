@@ -1,4 +1,4 @@
-"""dlib's built-in HOG + linear SVM frontal face detector (``pip install 'superfan[detector]'``).
+"""dlib's built-in HOG + linear SVM frontal face detector (``pip install -e '.[detector]'``).
 
 Chosen because it ships inside ``dlib-bin`` with no model download. Its limits matter for this project:
 the HOG window is 80x80 px, so with one upsampling pass (the default here) it finds faces down to roughly
@@ -20,9 +20,7 @@ def _import_dlib() -> Any:
     try:
         import dlib
     except ImportError:
-        raise UserError(
-            "the dlib face detector needs dlib: pip install 'superfan[detector]' (installs dlib-bin)"
-        ) from None
+        raise UserError("the dlib face detector needs dlib: pip install -e '.[detector]' (installs dlib-bin)") from None
     return dlib
 
 
