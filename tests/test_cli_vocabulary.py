@@ -87,6 +87,7 @@ def test_sweeps_take_a_profile_name_or_a_path_for_config() -> None:
         ("sweep", ["--workers-per-trial", "2"], ["--train-workers", "2"], "workers_per_trial", 2),
         ("bench-train", ["--profile", "paper"], ["--config", "paper"], "profile", "paper"),
         ("bench-data", ["--workers", "1"], ["--loader-workers", "1"], "workers", "1"),
+        ("bench-data", ["--samples", "99"], ["--stream-samples", "99"], "samples", 99),
         ("evaluate", ["--samples", "4"], ["--grid-faces", "4"], "samples", 4),
     ],
 )

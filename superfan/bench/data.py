@@ -36,7 +36,9 @@ from superfan.errors import UserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="shard URLs / manifest (local); default: generate synthetic shards")
     parser.add_argument("--faces", type=int, default=1000, help="synthetic faces to generate (default 1000)")
-    parser.add_argument("--samples", type=int, default=4000, help="samples streamed per measurement")
+    parser.add_argument("--stream-samples", dest="samples", type=int, default=4000, metavar="N",
+                        help="samples streamed per measurement")  # fmt: skip
+    parser.add_argument("--samples", dest="samples", type=int, action=deprecated("--stream-samples"))
     parser.add_argument("--batch", "--batch-size", dest="batch_size", type=int, default=32, help="faces per batch")
     parser.add_argument("--loader-workers", dest="workers", default="1,2",
                         help="DataLoader worker counts to measure (default 1,2)")  # fmt: skip
