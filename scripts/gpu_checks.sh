@@ -59,7 +59,7 @@ if has bench; then
   step bench_enhance 120 "${SUPERFAN[@]}" bench enhance --batches 1,64,256,1000
 fi
 if has loop; then
-  step loop 300 "$PY" scripts/loop_throughput.py "$WORK/loop" --profile paper
+  step loop 300 "$PY" scripts/loop_throughput.py "$WORK/loop" --config paper
 fi
 rm -rf "$WORK"
 if [ ${#failed[@]} -gt 0 ]; then

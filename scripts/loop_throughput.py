@@ -1,6 +1,6 @@
 """The real training loop (shard stream + stages + validation + checkpoints) on one device, without Ray.
 
-    python scripts/loop_throughput.py /tmp/lt [--profile paper] [--workers 10]
+    python scripts/loop_throughput.py /tmp/lt [--config paper] [--loader-workers 10]
 
 Packs 4,096 + 512 synthetic faces under DIR, then runs the profile's teacher and Super-FAN stages for 2
 epochs of 8,192 faces each and prints the loop's own per-epoch lines: images/s there include data
@@ -24,8 +24,9 @@ from superfan.train.reports import LocalReporter
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dir")
-    p.add_argument("--profile", default="paper")
-    p.add_argument("--workers", type=int, default=min(10, os.cpu_count() or 1), help="DataLoader workers")
+    p.add_argument("--config", "--profile", dest="profile", default="paper", help="config profile or YAML")
+    p.add_argument("--loader-workers", "--workers", dest="workers", type=int, default=min(10, os.cpu_count() or 1),
+                   help="DataLoader workers")  # fmt: skip
     args = p.parse_args()
     for split, n, seed in (("train", 4096, 0), ("val", 512, 1)):
         pack(PackOptions(format="synthetic", src=str(n), dest=f"{args.dir}/{split}", split=split, seed=seed,
