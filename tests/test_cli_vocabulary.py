@@ -89,6 +89,7 @@ def test_sweeps_take_a_profile_name_or_a_path_for_config() -> None:
         ("bench-data", ["--workers", "1"], ["--loader-workers", "1"], "workers", "1"),
         ("bench-data", ["--samples", "99"], ["--stream-samples", "99"], "samples", 99),
         ("evaluate", ["--samples", "4"], ["--grid-faces", "4"], "samples", 4),
+        ("bench-models", ["--json", "b.json"], ["--json-out", "b.json"], "json", "b.json"),
     ],
 )
 def test_old_spellings_work_with_a_one_line_warning(
@@ -100,6 +101,7 @@ def test_old_spellings_work_with_a_one_line_warning(
         if parser == "sweep":
             return sweep_parser("loss_weights", "x").parse_args(flags)
         argv = {"train": ["train", "fan"], "bench-train": ["bench", "train"], "bench-data": ["bench", "data"],
+                "bench-models": ["bench", "models"],
                 "evaluate": ["evaluate", "--data", "d", "--fan", "t"]}[parser]  # fmt: skip
         return superfan_parser().parse_args([*argv, *flags])
 

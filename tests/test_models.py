@@ -303,7 +303,8 @@ def test_bench_models_reports_both_generators_and_writes_json(
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
     out = tmp_path / "bench.json"
-    assert bench.run(parser.parse_args(["--batch", "2", "--iters", "1", "--device", "cpu", "--json", str(out)])) == 0
+    args = parser.parse_args(["--batch", "2", "--iters", "1", "--device", "cpu", "--json-out", str(out)])
+    assert bench.run(args) == 0
     printed = capsys.readouterr().out
     assert "12-3-2" in printed and "16-1-1" in printed and "ratio" in printed
     result = json.loads(out.read_text())

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from superfan.cliargs import deprecated
+
 PAPER = {"12-3-2": 4.6, "16-1-1": 4.3}  # seconds per 1,000 images, Titan X (A1.4)
 PAPER_RATIO = PAPER["12-3-2"] / PAPER["16-1-1"]
 
@@ -31,7 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed forwards first (default 1)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (auto: CUDA when available)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON here")
+    parser.add_argument(
+        "--json-out", dest="json", default=None, metavar="PATH", help="also write the results as JSON here"
+    )
+    parser.add_argument("--json", dest="json", metavar="PATH", action=deprecated("--json-out"))
 
 
 def _device(name: str) -> Any:
