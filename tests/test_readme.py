@@ -137,6 +137,12 @@ def repo_paths_in(text: str, page: Path) -> list[tuple[str, Path]]:
     return out
 
 
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
 # ----------------------------------------------------------------------------------------- the README
 
 
@@ -164,6 +170,19 @@ def test_every_command_shown_is_accepted_by_its_parser(page: Path) -> None:
         assert len(commands) >= 15, commands  # the extraction itself works
     problems = [f"{shlex.join(cmd)}: {why}" for cmd, full in commands if (why := check_command(cmd, full=full))]
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("page", [README, *DOCS], ids=lambda p: str(p.relative_to(REPO)))
+def test_every_link_to_a_section_finds_it(page: Path) -> None:
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+        if "#" not in target or re.match(r"[a-z]+://", target):
+            continue
+        rel, anchor = target.split("#", 1)
+        doc = (page.parent / rel).resolve() if rel else page
+        if doc.suffix == ".md" and doc.is_file() and anchor not in _anchors(doc):
+            broken.append(target)
+    assert not broken, f"{page.name}: links to sections that do not exist: {broken}"
 
 
 def test_the_readme_links_every_docs_page() -> None:
