@@ -89,9 +89,10 @@ def check_command(cmd: list[str], *, full: bool) -> str | None:
         for tok in argv:
             subs = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
             if subs and not tok.startswith("-"):
-                if tok not in subs[0].choices:
+                if tok in subs[0].choices:
+                    current = subs[0].choices[tok]
+                elif re.fullmatch(r"[a-z][a-z0-9-]*", tok):  # not a placeholder (COMMAND, ..., [X])
                     return f"unknown command {tok!r}"
-                current = subs[0].choices[tok]
             elif tok.startswith("--") and tok.split("=", 1)[0] not in current._option_string_actions:
                 return f"unknown option {tok}"
         return None
