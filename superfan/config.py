@@ -417,7 +417,7 @@ def from_dict(data: dict[str, Any], source: str = "config") -> Config:
 
 def revalidated(cfg: Config, source: str, edit: Any) -> Config:
     """``cfg`` after ``edit(plain dict)``, validated again as a whole: command-line options (``--epochs``,
-    ``--workers``) go through the same typed checks as the config file, and a bad value is the usual one
+    ``--train-workers``) go through the same typed checks as the config file, and a bad value is the usual one
     line naming the option (``source``) and the field, never a pydantic traceback."""
     data = cfg.to_dict()
     edit(data)

@@ -60,7 +60,7 @@ def build_parser(kind: str, description: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--samples", type=int, default=None, help="trials (default: the file's sweep.samples)")
     p.add_argument("--train-workers", dest="workers_per_trial", type=int, default=None, metavar="N",
-                   help="Ray Train workers (DDP ranks) per trial (default: the config's train.workers)")  # fmt: skip
+                   help="Ray Train workers (DDP ranks) per trial (default: sweep.workers_per_trial)")  # fmt: skip
     p.add_argument("--workers-per-trial", dest="workers_per_trial", type=int, action=deprecated("--train-workers"))
     p.add_argument("--max-concurrent", type=int, default=None,
                    help="trials at once (default: sweep.max_concurrent, else every GPU trial at once so an "
