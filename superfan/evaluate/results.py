@@ -88,6 +88,8 @@ def evaluate_models(
         e = a["nme"][meth.name]
         row_auc = metrics.auc_by_pose(e, yaw, threshold=thr, edges=edges)
         row_auc["all"] = metrics.auc(e, thr)
+        subsets = a["nme_subsets"].get(meth.name, {})
+        inner = subsets.get("inner")
         table2.append(
             {
                 "method": meth.name,
@@ -95,8 +97,14 @@ def evaluate_models(
                 "source": meth.source,
                 "auc": row_auc,
                 "nme": metrics.mean_by_pose(e, yaw, edges),
+                "auc_inner": None if inner is None else {
+                    **metrics.auc_by_pose(inner, yaw, threshold=thr, edges=edges), "all": metrics.auc(inner, thr)
+                },
+                "nme_groups": {
+                    k: metrics.mean_by_pose(v, yaw, edges) for k, v in subsets.items() if k != "inner"
+                },
             }
-        )
+        )  # fmt: skip
     first = a["nme"][methods[0].name]
     results: dict[str, Any] = {
         "format": RESULTS_FORMAT,
@@ -132,6 +140,7 @@ def evaluate_models(
             yaw=yaw,
             has_landmarks=a["has_landmarks"],
             **{f"nme/{k}": v for k, v in a["nme"].items()},
+            **{f"nme_{g}/{k}": v for k, d in a["nme_subsets"].items() for g, v in d.items()},
             **{f"psnr/{k}": v for k, v in a["psnr"].items()},
             **{f"ssim/{k}": v for k, v in a["ssim"].items()},
             **{f"grid/{k}": v for k, v in a["grid"].items()},
