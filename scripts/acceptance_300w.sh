@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
 # The acceptance chain on real faces, as a user would type it: pack ../shared/data/faces-300w into a
-# train/val split by a stable hash of each face's key, add 300W-LP-style profiled views of both splits, train
-# the teacher FAN on real and profiled faces, train every Table 1/2 variant
-# of section 5 (Ours-pixel, Ours-pixel-feature, Ours-pixel-feature-heatmap, Ours-pixel-feature-heatmap-GAN,
-# Super-FAN) and evaluate them all twice (Tables 1 and 2, CED curves, sample grid): on the real validation
-# faces, and on those with their profiled views -- the `tiny` profile on the CPU.
+# train/val split by a stable hash of each face's key (the training faces' silhouette jaw moved to the 3D
+# contour, `--jaw 2d-3d`), add 300W-LP-style profiled views of both splits, train the teacher FAN on real and
+# profiled faces, train every Table 1/2 variant of section 5 (Ours-pixel, Ours-pixel-feature,
+# Ours-pixel-feature-heatmap, Ours-pixel-feature-heatmap-GAN, Super-FAN) and evaluate them all three times
+# (Tables 1 and 2, the 51-point AUC and the error per landmark group, CED curves, sample grid): on the real
+# validation faces, on those with their rendered profiled views, and on real faces in every pose
+# (AFLW2000-3D, ../shared/data/aflw2000-dev, never trained on) -- the `tiny` profile on the CPU.
 #
-#   scripts/acceptance_300w.sh [FACES_300W_DIR] [OUT_DIR] [PROFILE]
-#       (defaults: ../shared/data/faces-300w out/acceptance tiny; TRAIN_VIEWS=1 profiled views per training face)
+#   scripts/acceptance_300w.sh [FACES_300W_DIR] [OUT_DIR] [PROFILE] [AFLW2000_DIR]
+#       (defaults: ../shared/data/faces-300w out/acceptance tiny ../shared/data/aflw2000-dev; the third
+#        evaluation is skipped, saying so, when AFLW2000_DIR is absent)
+#   environment: TRAIN_VIEWS (profiled views per training face, default 2), PROFILE_PITCH (degrees of pitch
+#   tilt per view, default 15)
 #
 # The profile's stages form one chain (pixel -> feature -> heatmap -> gan -> end2end, each starting from the
 # one before), trained as one Train run with train.keep_checkpoints=null, so Ray keeps every epoch's
-# checkpoint (the profile's 2 would delete the earlier variants'); each variant is its stage's last one. Prints the wall time of each step; the tables land in OUT_DIR/eval/table1.md and table2.md.
+# checkpoint (the profile's 2 would delete the earlier variants'); each variant is its stage's last one. Prints
+# the wall time of each step; the tables land in OUT_DIR/eval*/table1.md and table2.md.
 set -euo pipefail
 DATA=${1:-../shared/data/faces-300w}
 OUT=${2:-out/acceptance}
 PROFILE=${3:-tiny}
-TRAIN_VIEWS=${TRAIN_VIEWS:-1}
+AFLW=${4:-../shared/data/aflw2000-dev}
+TRAIN_VIEWS=${TRAIN_VIEWS:-2}
+PROFILE_PITCH=${PROFILE_PITCH:-15}
 PATH="$(pwd)/.venv/bin:$PATH"
 export RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1
 
@@ -32,19 +40,28 @@ step() {
 }
 
 step "pack train (hash 0-0.8) and val (hash 0.8-1)"
-python -m shards pack 300w "$DATA" "$OUT/shards/train" --split train --hash-range 0:0.8 --pack-workers 2 --no-progress
+python -m shards pack 300w "$DATA" "$OUT/shards/train" --split train --hash-range 0:0.8 --pack-workers 2 --no-progress \
+  --jaw 2d-3d
 python -m shards pack 300w "$DATA" "$OUT/shards/val" --split val --hash-range 0.8:1 --pack-workers 2 --no-progress
 TRAIN="$OUT/shards/train/manifest.json" VAL="$OUT/shards/val/manifest.json"
 
 # 300W-LP-style profiled views (shards/profile.py), each in its source face's split: training faces turned to
-# $TRAIN_VIEWS of 30..90 degrees beyond their own yaw; validation faces to 45 and 75, so the three yaw bins
-# of the evaluation are filled.
+# $TRAIN_VIEWS of 30..90 degrees beyond their own yaw, each view's pitch tilted by up to $PROFILE_PITCH degrees;
+# validation faces to 45 and 75, so the three yaw bins of the evaluation are filled. Views are labelled on
+# the 3D jaw contour (2D-3D), as AFLW2000-3D is.
 step "profile train ($TRAIN_VIEWS view(s) a face) and val (45 and 75 degrees)"
 python -m shards pack 300w "$DATA" "$OUT/shards/train-profiled" --split train --hash-range 0:0.8 --pack-workers 2 --no-progress \
-  --yaws default --profile-views "$TRAIN_VIEWS"
+  --yaws default --profile-views "$TRAIN_VIEWS" --profile-pitch "$PROFILE_PITCH"
 python -m shards pack 300w "$DATA" "$OUT/shards/val-profiled" --split val --hash-range 0.8:1 --pack-workers 2 --no-progress \
   --yaws 45,75
 TRAIN_P="$OUT/shards/train-profiled/manifest.json" VAL_P="$OUT/shards/val-profiled/manifest.json"
+AFLW_VAL=""
+if [ -d "$AFLW" ]; then
+  python -m shards pack mat "$AFLW" "$OUT/shards/aflw2000" --split val --dataset aflw2000 --pack-workers 2 --no-progress
+  AFLW_VAL="$OUT/shards/aflw2000/manifest.json"
+else
+  echo "acceptance: $AFLW not found: the evaluation on real faces in every pose is skipped" >&2
+fi
 
 step "teacher FAN"
 superfan train fan --config "$PROFILE" --data "$TRAIN" --data "$TRAIN_P" --val "$VAL" --val "$VAL_P" \
@@ -72,4 +89,8 @@ step "evaluate on the real validation faces"
 superfan evaluate --data "$VAL" --fan "$TEACHER" "${CKPTS[@]}" --out "$OUT/eval" --no-progress
 step "evaluate on the real validation faces and their profiled views (all three yaw bins)"
 superfan evaluate --data "$VAL" --data "$VAL_P" --fan "$TEACHER" "${CKPTS[@]}" --out "$OUT/eval-profiled" --no-progress
+if [ -n "$AFLW_VAL" ]; then
+  step "evaluate on real faces in every pose (AFLW2000-3D dev half; never trained on)"
+  superfan evaluate --data "$AFLW_VAL" --fan "$TEACHER" "${CKPTS[@]}" --out "$OUT/eval-aflw2000" --no-progress
+fi
 step "done"

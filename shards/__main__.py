@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--profile-mirror", action="store_true",
                    help="with --yaws: also pack each view mirrored (the other side)")  # fmt: skip
+    p.add_argument("--profile-pitch", type=float, default=0.0, metavar="DEG",
+                   help="with --yaws: tilt each view's pitch by up to DEG degrees, seeded per view "
+                   "(0: the source's pitch)")  # fmt: skip
+    p.add_argument("--jaw", choices=("as-annotated", "2d-3d"), default="as-annotated",
+                   help="'2d-3d': move a silhouette-annotated jaw (300-W) to the fitted 3D face's jaw contour, "
+                   "the convention of AFLW2000-3D and LS3D-W; each sample records its landmark_convention "
+                   "either way")  # fmt: skip
     p.add_argument("--no-progress", dest="quiet", action="store_true", help="no progress bar")
     p.add_argument("--quiet", dest="quiet", nargs=0, const=True, action=deprecated("--no-progress"))
     verify_help = "re-hash shards against their manifest"
@@ -113,8 +120,8 @@ def _profile(args: argparse.Namespace) -> object:
     from superfan.errors import UserError
 
     if args.profile is None:
-        if args.profile_views is not None or args.profile_mirror:
-            raise UserError("--profile-views and --profile-mirror need --yaws YAWS")
+        if args.profile_views is not None or args.profile_mirror or args.profile_pitch:
+            raise UserError("--profile-views, --profile-mirror and --profile-pitch need --yaws YAWS")
         return None
     if args.format in {"celeba", "widerface"}:
         raise UserError(f"--yaws needs 68 landmarks per face; format {args.format!r} has none")
@@ -127,7 +134,11 @@ def _profile(args: argparse.Namespace) -> object:
         raise UserError(f"--yaws {args.profile!r}: every yaw must be in (0, 90] degrees")
     if args.profile_views is not None and args.profile_views < 1:
         raise UserError(f"--profile-views must be >= 1, got {args.profile_views}")
-    return ProfileOptions(yaws=tuple(sorted(set(yaws))), views=args.profile_views, mirror=args.profile_mirror)
+    if not 0.0 <= args.profile_pitch <= 30.0:
+        raise UserError(f"--profile-pitch must be in [0, 30] degrees, got {args.profile_pitch}")
+    return ProfileOptions(
+        yaws=tuple(sorted(set(yaws))), views=args.profile_views, mirror=args.profile_mirror, pitch=args.profile_pitch
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,7 +160,7 @@ def _run(args: argparse.Namespace) -> int:
             workers=args.workers, limit=args.limit, overwrite=args.overwrite, crop_size=args.crop_size,
             context=args.context, min_face=args.min_face, seed=args.seed, dataset=args.dataset,
             pose_file=args.pose_file, pose_source=args.pose_source, progress=not args.quiet,
-            hash_range=_hash_range(args.hash_range), profile=_profile(args),
+            hash_range=_hash_range(args.hash_range), profile=_profile(args), jaw=args.jaw,
         )  # fmt: skip
         if opts.workers < 0 or (opts.limit is not None and opts.limit < 1):
             raise UserError("--pack-workers must be >= 0 and --limit >= 1")

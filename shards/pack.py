@@ -68,6 +68,9 @@ class PackOptions:
     hash_range: tuple[float, float] | None = None
     #: pack profiled views of each face instead of the face (:mod:`shards.profile`); None: the faces as they are
     profile: ProfileOptions | None = None
+    #: "2d-3d": a silhouette ("2d") jaw is moved to the fitted 3D contour (:mod:`shards.convention`);
+    #: "as-annotated": landmarks as the dataset gives them. Either way each sample records its convention.
+    jaw: str = "as-annotated"
 
 
 @dataclass
@@ -165,6 +168,7 @@ def make_sample(rec: RawRecord, image: Image.Image, opts: PackOptions) -> tuple[
 
     meta = {
         "landmarks": None if pts is None else [[round(float(x), 3), round(float(y), 3)] for x, y in pts],
+        "landmark_convention": None if pts is None else rec.landmark_convention,
         "visible": rec.visible,
         "yaw": r(yaw),
         "pitch": r(pitch),
@@ -203,17 +207,34 @@ def process_item(item: Any) -> list[Outcome]:
         if _OPTS.hash_range is not None and not _OPTS.hash_range[0] <= key_fraction(rec.key) < _OPTS.hash_range[1]:
             out.append(("out", rec.key, None, None))
             continue
+        if rec.landmarks is not None and rec.landmark_convention is None:
+            rec.landmark_convention = _READER.landmark_convention
         try:
             ref = rec.image if isinstance(rec.image, str) else id(rec.image)
             if ref not in images:
                 images[ref] = _load_image(rec.image)
-            faces = _profiled(rec, images[ref], _OPTS) if _OPTS.profile else [(rec, images[ref])]
+            faces = _profiled(rec, images[ref], _OPTS) if _OPTS.profile else [(_with_jaw(rec, _OPTS), images[ref])]
             samples = [(face.key, make_sample(face, image, _OPTS)) for face, image in faces]
         except _Reject as rej:
             out.append(("rej", rec.source, rej.reason, None))
             continue
         out += [("ok", key, jpg, json.dumps(meta, separators=(",", ":")).encode()) for key, (jpg, meta) in samples]
     return out
+
+
+def _with_jaw(rec: RawRecord, opts: PackOptions) -> RawRecord:
+    """``rec`` with its silhouette jaw on the fitted 3D contour when ``--jaw 2d-3d`` asks for it."""
+    from shards.convention import TWO_D, TWO_D_3D_FITTED, jaw_to_2d3d
+
+    if opts.jaw != "2d-3d" or rec.landmark_convention != TWO_D or rec.landmarks is None:
+        return rec
+    if not np.isfinite(rec.landmarks).all():
+        return rec  # make_sample rejects it, naming the reason
+    try:
+        moved = jaw_to_2d3d(rec.landmarks)
+    except ValueError:
+        return rec
+    return dataclasses.replace(rec, landmarks=moved, landmark_convention=TWO_D_3D_FITTED)
 
 
 #: Context of the working crop a face is profiled in (wider than the packed crop's 2.4: a face turned to 90
@@ -233,7 +254,14 @@ def _profiled(rec: RawRecord, image: Image.Image, opts: PackOptions) -> list[tup
     size = int(round(opts.crop_size / opts.context * PROFILE_CONTEXT))
     crop, pts, _ = crop_face(image, landmark_box(rec.landmarks), rec.landmarks, size, PROFILE_CONTEXT)
     assert pts is not None and opts.profile is not None
-    views = profile_views(np.array(crop), pts, opts.profile, rec.key)
+    # A rendered view's landmarks are projected 3D points (2D-3D): a silhouette jaw is first put on the
+    # fitted 3D contour, or its far side would be rendered where the source's cheek outline was.
+    labels = None
+    if rec.landmark_convention == "2d":
+        from shards.convention import jaw_to_2d3d
+
+        labels = jaw_to_2d3d(pts)
+    views = profile_views(np.array(crop), pts, opts.profile, rec.key, labels=labels)
     if not views:
         from superfan.pose import fit_camera
 
@@ -245,6 +273,7 @@ def _profiled(rec: RawRecord, image: Image.Image, opts: PackOptions) -> list[tup
         face = dataclasses.replace(
             rec, id=f"{rec.id}__{v.tag}", image=v.image, landmarks=v.landmarks, box=None, yaw=v.yaw,
             pitch=v.pitch, roll=v.roll, pose_source="synthesized", visible=v.visible, extra=extra,
+            landmark_convention="2d-3d" if labels is None else "2d-3d-fitted",
         )  # fmt: skip
         out.append((face, Image.fromarray(v.image)))
     return out
@@ -318,6 +347,7 @@ def pack(opts: PackOptions) -> PackResult:
     examples: list[dict[str, str]] = []
     per_reason: Counter[str] = Counter()
     pose_sources: Counter[str] = Counter()
+    conventions: Counter[str] = Counter()
     outside_range = 0
     pool = None
     if workers > 1:
@@ -339,7 +369,9 @@ def pack(opts: PackOptions) -> PackResult:
             for kind, a, b, c in outcomes:
                 if kind == "ok":
                     writer.add(a, {"hr.jpg": b, "json": c})
-                    pose_sources[json.loads(c).get("pose_source") or "none"] += 1
+                    meta = json.loads(c)
+                    pose_sources[meta.get("pose_source") or "none"] += 1
+                    conventions[meta.get("landmark_convention") or "none"] += 1
                 elif kind == "out":
                     outside_range += 1
                 else:
@@ -376,6 +408,7 @@ def pack(opts: PackOptions) -> PackResult:
             "hash_range": None if opts.hash_range is None else list(opts.hash_range),
             "outside_hash_range": outside_range,
             "profile": None if opts.profile is None else opts.profile.to_json(),
+            "jaw": opts.jaw, "landmark_conventions": dict(conventions),
         }],
         "crop": {"size": opts.crop_size, "context": opts.context, "jpeg_quality": opts.jpeg_quality},
         "shards": shards,

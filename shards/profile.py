@@ -12,7 +12,8 @@ landmarks, mesh the whole image, rotate the face in depth and re-render. Here, f
    crop's border (300W-LP's boundary anchors) and follow the head's motion near it, fading out with the
    distance to it (its surrounding anchors), so the background between the moved head and the fixed border
    is stretched, as 300W-LP's are ("warping artefacts and all").
-3. **Rotate and re-render**: the head's points turn to the target yaw (pitch and roll kept), the mesh is
+3. **Rotate and re-render**: the head's points turn to the target yaw (roll kept; pitch kept, or tilted by
+   up to ``ProfileOptions.pitch`` degrees, as real profile photos vary), the mesh is
    rendered with a z-buffer (:mod:`shards.raster`), so the side that turns away is hidden behind the nose
    and cheek rather than smeared over the visible side, and every output pixel samples the source image
    where its surface point came from (bilinear).
@@ -64,9 +65,13 @@ class ProfileOptions:
     yaws: tuple[float, ...] = DEFAULT_YAWS
     views: int | None = None
     mirror: bool = False
+    #: Each view also tilts its pitch by up to this many degrees (uniform, seeded by the view's key): real
+    #: profile photos look up and down as they turn, while a pure yaw turn keeps the source's pitch.
+    pitch: float = 0.0
 
     def to_json(self) -> dict[str, object]:
-        return {"yaws": list(self.yaws), "views": self.views, "mirror": self.mirror, "method": "300W-LP-style"}
+        return {"yaws": list(self.yaws), "views": self.views, "mirror": self.mirror, "pitch": self.pitch,
+                "method": "300W-LP-style"}  # fmt: skip
 
 
 @dataclass
@@ -93,12 +98,17 @@ def target_yaws(source_yaw: float, opts: ProfileOptions, key: str) -> list[float
 class Profiler:
     """The mesh of one source face, ready to render it at any yaw (:meth:`render`)."""
 
-    def __init__(self, image: np.ndarray, landmarks: np.ndarray, camera: Camera | None = None) -> None:
+    def __init__(
+        self, image: np.ndarray, landmarks: np.ndarray, camera: Camera | None = None, labels: np.ndarray | None = None
+    ) -> None:
+        """``landmarks`` shape the head mesh (the outline the image shows); ``labels`` (default the same) are
+        the points the views are annotated with, e.g. the jaw on the 3D contour (:mod:`shards.convention`)."""
         self.image = np.ascontiguousarray(image[..., :3])
         self.h, self.w = self.image.shape[:2]
         self.landmarks = np.asarray(landmarks, dtype=np.float64).reshape(68, 2)
         self.camera = camera or fit_camera(self.landmarks)
         self.points3 = self.camera.lift(self.landmarks)
+        self.labels3 = self.points3 if labels is None else self.camera.lift(np.asarray(labels, dtype=np.float64))
         verts3, tris, _ = head_mesh(self.points3)
         cam = self.camera
         # Which head point each grid vertex of the source shows (attributes = head coordinates, the front-most
@@ -143,13 +153,15 @@ class Profiler:
         self._moving = moves[self.grid_tris].any(axis=1)
         return wgt.astype(np.float32)
 
-    def rotation_to(self, yaw: float) -> np.ndarray:
+    def rotation_to(self, yaw: float, pitch: float | None = None) -> np.ndarray:
         cam = self.camera
-        return rotation(math.radians(cam.pitch), math.radians(yaw), math.radians(cam.roll))
+        p = cam.pitch if pitch is None else pitch
+        return rotation(math.radians(p), math.radians(yaw), math.radians(cam.roll))
 
-    def render(self, yaw: float) -> tuple[np.ndarray, np.ndarray, list[bool]]:
-        """``(image, landmarks, visible)`` of the face turned to ``yaw`` degrees (pitch and roll kept)."""
-        cam, r = self.camera, self.rotation_to(yaw)
+    def render(self, yaw: float, pitch: float | None = None) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+        """``(image, landmarks, visible)`` of the face turned to ``yaw`` degrees (and ``pitch``, default the
+        source's; roll kept)."""
+        cam, r = self.camera, self.rotation_to(yaw, pitch)
         xy = self.grid.copy()
         z = np.full(len(xy), -1e9)
         moved = cam.project(self.head3, r)
@@ -167,8 +179,8 @@ class Profiler:
         yy, xx = np.mgrid[0 : self.h, 0 : self.w]
         coords[~covered] = np.stack([xx, yy], -1)[~covered]
         image = _sample(self.image, coords, np.ones_like(covered))
-        landmarks = cam.project(self.points3, r)
-        depth = cam.scale * (self.points3 @ r[2])
+        landmarks = cam.project(self.labels3, r)
+        depth = cam.scale * (self.labels3 @ r[2])
         visible = []
         for (x, y), d in zip(landmarks, depth, strict=True):
             xi, yi = int(round(x)), int(round(y))
@@ -190,19 +202,31 @@ def _sample(image: np.ndarray, coords: np.ndarray, covered: np.ndarray) -> np.nd
     return arr
 
 
-def profile_views(image: np.ndarray, landmarks: np.ndarray, opts: ProfileOptions, key: str) -> list[View]:
-    """The views of one face (see the module docstring); ``[]`` when its template fit is too poor to trust."""
+def view_pitch(source_pitch: float, opts: ProfileOptions, key: str, yaw: float) -> float:
+    """The pitch of one view: the source's, tilted by up to ``opts.pitch`` degrees (seeded by key and yaw)."""
+    if not opts.pitch:
+        return source_pitch
+    return source_pitch + random.Random(f"{key}/{yaw:+.0f}/pitch").uniform(-opts.pitch, opts.pitch)
+
+
+def profile_views(
+    image: np.ndarray, landmarks: np.ndarray, opts: ProfileOptions, key: str, labels: np.ndarray | None = None
+) -> list[View]:
+    """The views of one face (see the module docstring); ``[]`` when its template fit is too poor to trust.
+    ``labels``: the points to annotate the views with, when they differ from the ``landmarks`` that shape
+    the mesh (a silhouette jaw moved to the 3D contour)."""
     camera = fit_camera(landmarks)
     if not camera.rmse <= MAX_FIT_RMSE:
         return []
     targets = target_yaws(camera.yaw, opts, key)
     if not targets:
         return []
-    prof = Profiler(image, landmarks, camera)
+    prof = Profiler(image, landmarks, camera, labels)
     views = []
     for yaw in targets:
-        img, pts, vis = prof.render(yaw)
-        views.append(View(img, pts, vis, yaw, camera.pitch, camera.roll, f"yaw{yaw:+.0f}", camera.yaw))
+        pitch = view_pitch(camera.pitch, opts, key, yaw)
+        img, pts, vis = prof.render(yaw, pitch)
+        views.append(View(img, pts, vis, yaw, pitch, camera.roll, f"yaw{yaw:+.0f}", camera.yaw))
         if opts.mirror:
             views.append(mirrored(views[-1]))
     return views

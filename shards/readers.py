@@ -60,6 +60,7 @@ class RawRecord:
     roll: float | None = None
     pose_source: str | None = None
     visible: list[bool] | None = None
+    landmark_convention: str | None = None  #: None: the reader's (:attr:`Reader.landmark_convention`)
     extra: dict[str, Any] | None = None  #: more fields for the sample's json (a profiled view's provenance)
 
     @property
@@ -142,6 +143,8 @@ class Reader:
 
     format = "?"
     default_dataset = "?"
+    #: The jaw convention of the format's 68 points (:mod:`shards.convention`); None: no landmarks.
+    landmark_convention: str | None = None
 
     def __init__(self, src: str, dataset: str | None = None, **options: Any):
         self.src = str(src).rstrip("/") if storage.is_s3(src) else str(src)
@@ -204,6 +207,7 @@ class PtsReader(Reader):
 
     format = "300w"
     default_dataset = "300w"
+    landmark_convention = "2d"  # iBUG 300-W: the jaw on the visible silhouette
 
     def items(self) -> list[tuple[str, str | None]]:
         return _pair_with_images(self._files(), ".pts")
@@ -235,6 +239,7 @@ class MatReader(Reader):
     """
 
     format = "mat"
+    landmark_convention = "2d-3d"  # pt3d_68: projected 3D points (300W-LP, AFLW2000-3D's re-annotation)
 
     def __init__(self, src: str, dataset: str | None = None, **options: Any):
         base = PurePosixPath(str(src).rstrip("/")).name or "mat"
@@ -309,6 +314,7 @@ class T7Reader(Reader):
 
     format = "ls3dw"
     default_dataset = "ls3dw"
+    landmark_convention = "2d-3d"  # LS3D-W
 
     def __init__(self, src: str, dataset: str | None = None, **options: Any):
         super().__init__(src, dataset, **options)
@@ -544,6 +550,7 @@ class SyntheticReader(Reader):
 
     format = "synthetic"
     default_dataset = "synthetic"
+    landmark_convention = "2d"  # superfan.data.synthetic slides a turned-away jaw point to the silhouette
 
     def __init__(self, src: str, dataset: str | None = None, **options: Any):
         super().__init__(src, dataset, **options)

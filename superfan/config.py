@@ -137,11 +137,26 @@ class AdversarialLossConfig(_Strict):
     gp_lambda: NonNegFloat = 10.0
 
 
+class LandmarkLossConfig(_Strict):
+    """Not in the paper (eta): in ``end2end`` the integrated FAN is also fitted to the ground-truth heatmaps of
+    the faces that have landmarks, on the super-resolved image, with Eq. 4's loss. The paper trains its FAN
+    "jointly" but says nothing of what supervises it; with the heatmap term alone it can only learn to copy
+    the frozen teacher on the HR face, and so inherits the teacher's errors. 0 = off (the heatmap term alone)."""
+
+    type: Literal["l2", "l1"] = "l2"
+    weight: NonNegFloat = Field(
+        0.01,
+        description="eta; our choice: gamma's default, so the FAN learns from the teacher and from the ground "
+        "truth alike (faces without landmarks contribute nothing to this term).",
+    )
+
+
 class LossesConfig(_Strict):
     pixel: PixelLossConfig = PixelLossConfig()
     perceptual: PerceptualLossConfig = PerceptualLossConfig()
     heatmap: HeatmapLossConfig = HeatmapLossConfig()
     adversarial: AdversarialLossConfig = AdversarialLossConfig()
+    landmark: LandmarkLossConfig = LandmarkLossConfig()
     smooth_network_gradients: bool = Field(
         True,
         description=(

@@ -25,7 +25,7 @@ from torch import nn
 from superfan.errors import ConfigError
 
 LOSS_TYPES = ("l2", "l1")
-TERMS = ("pixel", "perceptual", "heatmap", "adversarial")
+TERMS = ("pixel", "perceptual", "heatmap", "adversarial", "landmark")
 
 
 def _check_type(type: str, what: str) -> None:
@@ -167,13 +167,14 @@ def generator_adversarial_loss(critic: nn.Module, fake: torch.Tensor) -> torch.T
 
 
 def loss_weights(losses_cfg: Any) -> dict[str, float]:
-    """alpha, beta, gamma, zeta of Eq. 5 from ``cfg.losses`` (or a whole :class:`Config`)."""
+    """alpha, beta, gamma, zeta of Eq. 5 (and our eta) from ``cfg.losses`` (or a whole :class:`Config`)."""
     cfg = getattr(losses_cfg, "losses", losses_cfg)
     return {name: float(getattr(cfg, name).weight) for name in TERMS}
 
 
 def weighted_total(terms: Mapping[str, torch.Tensor], losses_cfg: Any) -> torch.Tensor:
-    """Eq. 5: ``alpha*pixel + beta*perceptual + gamma*heatmap + zeta*adversarial`` over the terms given.
+    """Eq. 5: ``alpha*pixel + beta*perceptual + gamma*heatmap + zeta*adversarial`` over the terms given, plus
+    ``eta*landmark`` (the joint FAN against ground truth, ``end2end`` only; not in the paper).
 
     Stages add only the terms they use (a ``pixel`` stage passes only ``pixel``), so absent terms are
     simply not summed; their weights in the config are ignored.

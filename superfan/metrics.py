@@ -202,6 +202,15 @@ def nme(pred: ArrayLike, gt: ArrayLike, visible: ArrayLike | None = None) -> tor
     return torch.where(ok, mean_err / torch.where(ok, norm, 1.0), torch.tensor(float("nan"), dtype=torch.float64))
 
 
+def nme_of_points(pred: ArrayLike, gt: ArrayLike, points: Sequence[int]) -> torch.Tensor:
+    """:func:`nme` over a subset of the points (a landmark group, or the 51 inner points), normalised by the
+    box of *all* the ground truth as the full NME is, so a group's error reads in the same units."""
+    g = torch.as_tensor(gt)
+    use = torch.zeros(g.shape[:2], dtype=torch.bool)
+    use[:, list(points)] = True
+    return nme(pred, gt, visible=use)
+
+
 def _errors(values: ArrayLike) -> np.ndarray:
     """Float64 numpy copy of per-face NMEs with the NaNs (faces without landmarks) dropped."""
     if isinstance(values, torch.Tensor):

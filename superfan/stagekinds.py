@@ -9,7 +9,8 @@ pixel     generator                      pixel
 feature   generator                      pixel + perceptual
 heatmap   generator                      pixel + perceptual + heatmap (FAN frozen)
 gan       generator, critic (1:1)        pixel + perceptual + heatmap + WGAN (FAN frozen)
-end2end   generator, critic, FAN         all four; the FAN learns from the heatmap term
+end2end   generator, critic, FAN         all four, + landmark: the FAN learns from the heatmap term
+                                         and, on faces with landmarks, from their ground truth
 ========  =============================  ===================================================
 """
 
@@ -44,7 +45,7 @@ STAGE_SPECS: dict[str, StageSpec] = {
     "feature": StageSpec(("generator",), ("pixel", "perceptual")),
     "heatmap": StageSpec(("generator",), ("pixel", "perceptual", "heatmap")),
     "gan": StageSpec(("generator", "critic"), ("pixel", "perceptual", "heatmap", "adversarial")),
-    "end2end": StageSpec(("generator", "critic", "fan"), ("pixel", "perceptual", "heatmap", "adversarial")),
+    "end2end": StageSpec(("generator", "critic", "fan"), ("pixel", "perceptual", "heatmap", "adversarial", "landmark")),
 }
 
 #: The one wording of "this run needs the HR teacher FAN" (CLI, driver, loop and stage runner).

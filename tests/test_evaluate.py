@@ -235,6 +235,24 @@ def test_evaluate_models_writes_tables_json_and_figures(faces: dict, tmp_path: P
     assert Image.open(tmp_path / "ced.png").size[0] > 300
 
 
+def test_a_jaw_in_another_convention_shows_in_its_group_not_elsewhere(faces: dict, tmp_path: Path) -> None:
+    """A FAN perfect everywhere but the jaw (8 px off, the size of a silhouette-vs-3D-contour jaw on a turned
+    face): the jaw group carries the whole error, the other groups none, the 51-point AUC stays perfect."""
+    shifted = dict(faces, landmarks=faces["landmarks"].clone())
+    shifted["landmarks"][:, :17, 0] += 8.0
+    jaw_off = OracleFAN(shifted)
+    res = evaluate_models([Method("jaw-off", jaw_off, None, "hr")], _batches(faces), Config(), tmp_path, samples=0)
+    row = res["table2"][0]
+    assert row["auc_inner"]["all"] > 0.97 and row["auc"]["all"] < row["auc_inner"]["all"] - 0.1
+    groups = row["nme_groups"]
+    assert set(groups) == {"jaw", "brows", "nose", "eyes", "mouth"}
+    assert groups["jaw"]["all"] > 0.1 and all(groups[g]["all"] < 0.01 for g in ("brows", "nose", "eyes", "mouth"))
+    t2 = (tmp_path / "table2.md").read_text()
+    assert "51 inner points" in t2 and "| Method | jaw | brows | nose | eyes | mouth |" in t2
+    with np.load(tmp_path / "per_face.npz") as pf:
+        assert pf["nme_jaw/jaw-off"].shape == (12,) and np.nanmax(pf["nme_inner/jaw-off"]) < 0.01
+
+
 def test_evaluate_models_max_faces_and_empty_bin(faces: dict, tmp_path: Path) -> None:
     oracle = OracleFAN(faces)
     res = evaluate_models(standard_methods(oracle), _batches(faces), Config(), tmp_path, max_faces=3, samples=0)

@@ -85,6 +85,16 @@ def test_nme_constant_offset_is_d_over_sqrt_wh() -> None:
     assert e.item() == pytest.approx(d / math.sqrt(40 * 10), rel=1e-12)
 
 
+def test_nme_of_points_keeps_the_whole_faces_normaliser() -> None:
+    gt = _face(40.0, 10.0)
+    pred = gt.clone()
+    pred[:17] += torch.tensor([3.0, 4.0])  # the jaw 5 px off, everything else exact
+    jaw = metrics.nme_of_points(pred[None], gt[None], range(17)).item()
+    assert jaw == pytest.approx(5.0 / math.sqrt(40 * 10))
+    assert metrics.nme_of_points(pred[None], gt[None], range(17, 68)).item() == pytest.approx(0.0)
+    assert metrics.nme(pred[None], gt[None]).item() == pytest.approx(jaw * 17 / 68)
+
+
 def test_nme_masks_missing_and_invisible_points_and_failed_predictions() -> None:
     gt = _face(20.0, 20.0)
     pred = gt.clone()

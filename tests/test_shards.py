@@ -170,7 +170,17 @@ def test_bad_input_is_skipped_and_counted(tmp_path: Path) -> None:
     assert set(samples) == {"300w/good0", "300w/good1"}
     meta = samples["300w/good0"]["json"]
     assert meta["pose_source"] == "estimated" and abs(meta["yaw"] - 10.0) < 2.0  # not the CSV's 99
-    assert set(meta) == {"landmarks", "visible", "yaw", "pitch", "roll", "pose_source", "dataset", "bbox"}
+    assert set(meta) == {
+        "landmarks",
+        "landmark_convention",
+        "visible",
+        "yaw",
+        "pitch",
+        "roll",
+        "pose_source",
+        "dataset",
+        "bbox",
+    }
 
 
 def test_cli_summary_and_nothing_packed_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

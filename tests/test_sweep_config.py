@@ -219,7 +219,9 @@ def test_shipped_sweep_files_plan(name: str, kind: str) -> None:
         else:
             assert spec["low"] <= point[key] <= spec["high"]
     if kind == "loss_weights":  # alpha stays at 1: only the ratios to it are searched
-        assert set(sweep.space) == {"losses.perceptual.weight", "losses.heatmap.weight", "losses.adversarial.weight"}
+        assert set(sweep.space) == {
+            "losses.perceptual.weight", "losses.heatmap.weight", "losses.adversarial.weight", "losses.landmark.weight"
+        }  # fmt: skip
         assert sweep.config.losses.pixel.weight == 1.0
 
 

@@ -79,6 +79,34 @@ def test_one_step_moves_exactly_the_stage_networks(kind: str) -> None:
     assert expected <= set(out), f"{kind}: losses {sorted(out)}"
 
 
+def _end2end_fan_after_one_step(eta: float, has_landmarks: bool) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    from superfan.models import FAN
+
+    torch.manual_seed(0)
+    cfg = micro_config(f"losses.landmark.weight={eta}")
+    teacher = FAN.from_config(cfg.model.fan)
+    nets = build_nets(cfg, ["end2end"], torch.device("cpu"), teacher=teacher)
+    runner = StageRunner(StageConfig(name="e", kind="end2end", epochs=1), cfg, nets, total_steps=10)
+    batch = synthetic_batch(BATCH, cfg)
+    batch["has_landmarks"] = torch.full((BATCH,), has_landmarks)
+    torch.manual_seed(1)
+    out = runner.step(batch)
+    return out, _snapshot(nets.fan) or {}
+
+
+def test_end2end_fan_learns_ground_truth_landmarks_where_faces_have_them() -> None:
+    with_gt, fan_gt = _end2end_fan_after_one_step(0.5, has_landmarks=True)
+    off, fan_off = _end2end_fan_after_one_step(0.0, has_landmarks=True)
+    unlabelled, fan_unlabelled = _end2end_fan_after_one_step(0.5, has_landmarks=False)
+    assert with_gt["landmark"] > 0 and "landmark" not in off
+    # eta 0 is today's end2end (teacher only); with no labelled face the term is an exact zero, and the
+    # step is eta 0's step to the bit.
+    assert unlabelled["landmark"] == 0.0
+    assert all(torch.equal(fan_off[k], fan_unlabelled[k]) for k in fan_off)
+    assert any(not torch.equal(fan_off[k], fan_gt[k]) for k in fan_off)
+    assert with_gt["total"] == pytest.approx(off["total"] + 0.5 * with_gt["landmark"], rel=1e-5)
+
+
 def test_gradient_penalty_is_taken_on_interpolates() -> None:
     """With real == fake every interpolate is the real image, so the penalty must equal the hand-computed
     ``lambda * E[(||grad D(x)|| - 1)^2]`` at x; with real != fake it must be evaluated elsewhere."""

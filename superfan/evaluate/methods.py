@@ -84,7 +84,8 @@ def variant_name(stage_kind: str | None, losses: Any = None) -> str | None:
     spec = STAGE_SPECS.get(str(stage_kind))
     if spec is None or "generator" not in spec.trains:
         return None
-    terms = tuple(spec.losses)
+    paper_terms = tuple(t for t in spec.losses if t in _TERM_NAMES)  # eta's landmark term names no variant
+    terms = paper_terms
     if losses is not None:
         weights = losses.model_dump() if hasattr(losses, "model_dump") else dict(losses)
         terms = tuple(t for t in terms if float((weights.get(t) or {}).get("weight", 1.0)) > 0)
@@ -92,7 +93,7 @@ def variant_name(stage_kind: str | None, losses: Any = None) -> str | None:
             return None
     name = "Ours-" + "-".join(_TERM_NAMES.get(t, t) for t in terms)
     if "fan" in spec.trains:  # end-to-end: the FAN is trained with the generator
-        return SUPER_FAN if terms == tuple(spec.losses) else f"{name}-end2end"
+        return SUPER_FAN if terms == paper_terms else f"{name}-end2end"
     return name
 
 

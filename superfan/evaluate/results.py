@@ -86,15 +86,16 @@ def evaluate_models(
     table2 = []
     for meth in methods:
         e = a["nme"][meth.name]
-        row_auc = metrics.auc_by_pose(e, yaw, threshold=thr, edges=edges)
-        row_auc["all"] = metrics.auc(e, thr)
+        subsets = a["nme_subsets"].get(meth.name, {})
         table2.append(
             {
                 "method": meth.name,
                 "kind": meth.kind,
                 "source": meth.source,
-                "auc": row_auc,
+                "auc": _auc_row(e, yaw, edges, thr),
                 "nme": metrics.mean_by_pose(e, yaw, edges),
+                "auc_inner": _auc_row(subsets["inner"], yaw, edges, thr) if "inner" in subsets else None,
+                "nme_groups": {k: metrics.mean_by_pose(v, yaw, edges) for k, v in subsets.items() if k != "inner"},
             }
         )
     first = a["nme"][methods[0].name]
@@ -132,6 +133,7 @@ def evaluate_models(
             yaw=yaw,
             has_landmarks=a["has_landmarks"],
             **{f"nme/{k}": v for k, v in a["nme"].items()},
+            **{f"nme_{g}/{k}": v for k, d in a["nme_subsets"].items() for g, v in d.items()},
             **{f"psnr/{k}": v for k, v in a["psnr"].items()},
             **{f"ssim/{k}": v for k, v in a["ssim"].items()},
             **{f"grid/{k}": v for k, v in a["grid"].items()},
@@ -139,6 +141,11 @@ def evaluate_models(
         results["files"]["per_face"] = FILES["per_face"]
         storage.write_text(storage.join(str(out_dir), FILES["json"]), json.dumps(results, indent=2))
     return results
+
+
+def _auc_row(errors: np.ndarray, yaw: np.ndarray, edges: Sequence[float], thr: float) -> dict[str, float]:
+    """AUC per yaw bin, ``balanced`` and over ``all`` faces: one Table 2 cell row."""
+    return {**metrics.auc_by_pose(errors, yaw, threshold=thr, edges=edges), "all": metrics.auc(errors, thr)}
 
 
 def _sample_arrays(picked: list[dict[str, Any]], names: list[str]) -> dict[str, np.ndarray]:

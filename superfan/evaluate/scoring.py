@@ -18,7 +18,10 @@ from superfan import metrics
 from superfan.config import Config
 from superfan.errors import UserError
 from superfan.evaluate.methods import Kind, Method, upsample_bicubic, upsample_bilinear
-from superfan.landmarks import heatmaps_to_points, pose_bin
+from superfan.landmarks import INNER_POINTS, SCORE_GROUPS, heatmaps_to_points, pose_bin
+
+#: Per-face errors kept beside the full NME: one per landmark group, and the 51 inner points.
+SUBSETS: dict[str, tuple[int, ...]] = {**SCORE_GROUPS, "inner": INNER_POINTS}
 
 
 def _device_of(*modules: nn.Module | None) -> torch.device:
@@ -51,6 +54,8 @@ class _Collected:
     psnr: dict[str, list[np.ndarray]] = field(default_factory=dict)
     ssim: dict[str, list[np.ndarray]] = field(default_factory=dict)
     nme: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    #: method -> subset (:data:`SUBSETS`) -> per-face NME over those points
+    nme_subsets: dict[str, dict[str, list[np.ndarray]]] = field(default_factory=dict)
     grid: dict[str, list[np.ndarray]] = field(default_factory=dict)  # metrics.grid_power per source and HR
     samples: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # pose bin -> faces
 
@@ -62,6 +67,7 @@ class _Collected:
             "psnr": {k: cat(v) for k, v in self.psnr.items()},
             "ssim": {k: cat(v) for k, v in self.ssim.items()},
             "nme": {k: cat(v) for k, v in self.nme.items()},
+            "nme_subsets": {m: {k: cat(v) for k, v in d.items()} for m, d in self.nme_subsets.items()},
             "grid": {k: cat(v) for k, v in self.grid.items()},
         }
 
@@ -136,12 +142,18 @@ def run_pass(
         points: dict[str, torch.Tensor] = {}
         for meth in methods:
             err = np.full(len(hr), np.nan)
+            sub = {k: np.full(len(hr), np.nan) for k in SUBSETS}
             if len(idx):
                 pts = torch.full((len(hr), gt.shape[1], 2), float("nan"))
                 pts[idx] = _locate(meth.fan, raw[meth.source][idx.to(device)])
                 points[meth.name] = pts
                 err[idx.numpy()] = metrics.nme(pts[idx], gt[idx]).numpy()
+                if gt.shape[1] == 68:
+                    for k, which in SUBSETS.items():
+                        sub[k][idx.numpy()] = metrics.nme_of_points(pts[idx], gt[idx], which).numpy()
             out.nme.setdefault(meth.name, []).append(err)
+            for k, v in sub.items():
+                out.nme_subsets.setdefault(meth.name, {}).setdefault(k, []).append(v)
 
         if per_bin:
             bins = pose_bin(yaw, tuple(edges))

@@ -77,4 +77,36 @@ def table2_markdown(results: dict[str, Any]) -> str:
         f"Table 2: AUC of the CED curve up to NME {thr:g} (normaliser sqrt(w*h) of the ground-truth "
         "landmark box), per |yaw| bin; balanced = mean of the non-empty bins."
     )
-    return f"{title}\n\n{_md_table(header, rows)}\n\n{_faces_note(results, landmarks=True)}.\n"
+    text = f"{title}\n\n{_md_table(header, rows)}\n\n{_faces_note(results, landmarks=True)}.\n"
+    return text + _inner_and_groups_markdown(results)
+
+
+def _inner_and_groups_markdown(results: dict[str, Any]) -> str:
+    """Beside Table 2 (not in the paper): its AUC on the 51 inner points, and the mean NME of each landmark
+    group per yaw bin, so an error of one group (a jaw annotated in another convention) shows by name
+    instead of hiding in the average. Empty for results written before these existed."""
+    rows2 = [r for r in results["table2"] if r.get("auc_inner")]
+    if not rows2:
+        return ""
+    keys, names = results["pose_bins"]["keys"], results["pose_bins"]["names"]
+    inner = [
+        [r["method"], *("–" if r["auc_inner"].get(k) is None else f"{100 * r['auc_inner'][k]:.1f}%"
+                        for k in [*keys, "balanced"])]
+        for r in rows2
+    ]  # fmt: skip
+    groups = list(rows2[0].get("nme_groups") or {})
+    parts = [
+        "\nTable 2 on the 51 inner points (the 17 jaw points left out; same normaliser, all 68 points' box).\n",
+        _md_table(["Method", *names, "balanced"], inner),
+    ]
+    for k, n in [*zip(keys, names, strict=True), ("all", "all faces")]:
+        cells = [[r["method"], *(_fmt(_pct(r["nme_groups"][g].get(k)), ".2f") for g in groups)] for r in rows2]
+        if all(c == "–" for row in cells for c in row[1:]):
+            continue
+        title = f"\nMean NME (% of sqrt(w*h)) per landmark group, |yaw| {n}.\n"
+        parts += [title, _md_table(["Method", *groups], cells)]
+    return "\n".join(parts) + "\n"
+
+
+def _pct(v: float | None) -> float | None:
+    return None if v is None else 100.0 * v

@@ -7,8 +7,10 @@ What each kind trains and optimises is :data:`superfan.stagekinds.STAGE_SPECS` (
 
 The heatmap target is always the frozen teacher FAN run on the HR image (Eq. 4); the integrated FAN
 starts as a copy of the teacher and only moves in ``end2end``. Its gradient there is the gradient of
-``gamma * l_heatmap``; RMSprop normalises by the running gradient scale, so gamma sets the FAN's share
-of the generator's loss but not the FAN's effective step size.
+``gamma * l_heatmap + eta * l_landmark``: the teacher's heatmaps and, where a face has them, the ground-truth
+heatmaps, both on the SR image (``losses.landmark``; eta 0 = the teacher alone). RMSprop normalises by the
+running gradient scale, so gamma and eta set the FAN's balance between its two targets and their share of
+the generator's loss, but not the FAN's effective step size.
 """
 
 from __future__ import annotations
@@ -304,6 +306,12 @@ class StageRunner:
                 fan = self.models["fan"] if "fan" in self.models else self.nets.get("fan")
                 preds = [p.float() for p in fan(seen)]
                 terms["heatmap"] = L.heatmap_loss(preds, target, self.cfg.losses.heatmap.type)
+                if "landmark" in self.spec.losses and self.cfg.losses.landmark.weight > 0:
+                    # The joint FAN against the ground truth where a face has it (a connected zero where
+                    # none in the batch does, so every rank runs the same graph).
+                    mask = batch["has_landmarks"].to(self.device).bool()
+                    gt = batch["heatmaps"].to(self.device)
+                    terms["landmark"] = L.heatmap_loss(preds, gt, self.cfg.losses.landmark.type, mask=mask)
             if "adversarial" in self.spec.losses:
                 terms["adversarial"] = L.generator_adversarial_loss(self.nets.get("critic"), seen.float())
         terms = {k: v.float() for k, v in terms.items()}
