@@ -21,6 +21,7 @@ from superfan import storage
 from superfan.errors import ConfigError, UserError, run_command
 from superfan.stagekinds import default_stages
 from superfan.train.driver import raise_data_error
+from sweeps import sealing
 from sweeps.inputs import ensure_data, ensure_teacher
 from sweeps.results import print_results, promote_best, trial_rows, write_report
 from sweeps.settings import Sweep, read_sweep_file
@@ -48,6 +49,9 @@ def build_parser(kind: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--teacher", default=None, help="teacher FAN checkpoint (default: train/reuse one)")
     p.add_argument("--name", default=None, help=f"sweep name (default {kind.replace('_', '-')}-<profile>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this name")
+    p.add_argument("--trust-state", action="store_true",
+                   help="resume even if the sweep's state on storage is not sealed by this machine's sweep key "
+                        "(a sweep from before sealing): its pickles are unpickled as is, then sealed")  # fmt: skip
     p.add_argument("--verbose", action="store_true", help="show Ray's own logs too (quiet by default)")
     p.add_argument("--budget-hours", type=float, default=None, metavar="H",
                    help="start no new trial once the sweep has spent H device-hours (sweep.budget_hours)")  # fmt: skip
@@ -139,6 +143,10 @@ def _main(kind: str, args: argparse.Namespace, argv: list[str] | None) -> int:
     sweep = plan(kind, args)
     embedded_default = not (argv if argv is not None else sys.argv[1:])
     _preflight(sweep)
+    trust = args.trust_state or os.environ.get(sealing.TRUST_ENV) == "1"
+    sealing.arm(trust=trust)  # from here on, the sweep state this process writes is sealed, and reads are checked
+    if args.resume or embedded_default:  # nothing Tune would unpickle is read before its seal is checked
+        sealing.check_experiment(sweep.experiment_url, adopt=trust)
     from superfan.train.session import ray_session
 
     with ray_session(verbose_logs=args.verbose):
@@ -154,8 +162,8 @@ def _run(kind: str, sweep: Sweep, args: argparse.Namespace, embedded_default: bo
                 f"sweep {sweep.name!r} already exists at {sweep.experiment_url}: pass --resume to "
                 "continue it, or --name for a new sweep"
             )
-        if storage.exists(state_url):
-            sweep = Sweep.from_json(storage.read_text(state_url))  # the settings it started with
+        if storage.exists(state_url):  # the settings it started with (sealed: it names the endpoints used)
+            sweep = Sweep.from_json(sealing.read_checked(state_url, "sweep.json").decode("utf-8"))
         resuming = True
     elif args.resume:
         print(f"sweep {sweep.name}: nothing to resume at {sweep.experiment_url}; starting it", flush=True)
@@ -163,7 +171,7 @@ def _run(kind: str, sweep: Sweep, args: argparse.Namespace, embedded_default: bo
     teacher = ensure_teacher(sweep)
     sweep.teacher = teacher
     if not resuming:
-        storage.write_text(state_url, sweep.to_json())
+        sealing.write_sealed(state_url, sweep.to_json().encode("utf-8"))
     tuner = restore_tuner(sweep, teacher) if resuming else build_tuner(sweep, teacher)
     t0 = time.perf_counter()
     results = tuner.fit()
