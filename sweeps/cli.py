@@ -19,6 +19,7 @@ from typing import Any
 # process: the in-process cluster and all its workers inherit them.
 from superfan import storage
 from superfan.errors import ConfigError, UserError, run_command
+from superfan.redact import redact, remember, reveal
 from superfan.stagekinds import default_stages
 from superfan.train.driver import raise_data_error
 from sweeps import sealing
@@ -31,6 +32,10 @@ from sweeps.tuner import build_tuner, can_resume, restore_tuner
 SWEEPS_DIR = Path(__file__).resolve().parent
 CONFIGS_DIR = SWEEPS_DIR / "configs"
 DEFAULT_STORAGE = "./.superfan"
+#: The Optuna storage and MLflow URIs from the environment (when the options are not given): a URI with a
+#: password belongs here rather than on a command line, which ``ps`` and Ray's job records show.
+OPTUNA_STORAGE_ENV = "SUPERFAN_OPTUNA_STORAGE"
+MLFLOW_URI_ENV = "SUPERFAN_MLFLOW_URI"
 
 
 def build_parser(kind: str, description: str) -> argparse.ArgumentParser:
@@ -75,6 +80,9 @@ def build_parser(kind: str, description: str) -> argparse.ArgumentParser:
 def plan(kind: str, args: argparse.Namespace) -> Sweep:
     """Resolve the sweep file, command line and data into a :class:`Sweep` (no Ray, no training)."""
     sweep_file = read_sweep_file(args.config)
+    for option, env in (("optuna_storage", OPTUNA_STORAGE_ENV), ("mlflow", MLFLOW_URI_ENV)):
+        if getattr(args, option) is None and os.environ.get(env):  # a URI with a password: better here than argv
+            setattr(args, option, os.environ[env])
     options = ("samples", "workers_per_trial", "max_concurrent", "seed", "epochs", "budget_hours", "optuna_storage",
                "mlflow")  # fmt: skip
     settings = sweep_file.sweep.with_options({name: getattr(args, name) for name in options})
@@ -109,14 +117,20 @@ def plan(kind: str, args: argparse.Namespace) -> Sweep:
     base = trial_config(cfg.to_dict(), fixed) if fixed else cfg
     specs = resolve_space(section, base, f"{args.config}: search.{kind}")
     name = args.name or f"{kind.replace('_', '-')}-{cfg.profile}"
+    if redact(args.storage) != args.storage:
+        raise ConfigError(f"--storage {redact(args.storage)}: no credentials in a storage URL (they would be "
+                          "written with it): use the AWS variables or a profile")  # fmt: skip
     root = storage.absolute(args.storage)
     from sweeps.searcher import check_storage_url, default_storage
 
-    settings.optuna_storage = check_storage_url(settings.optuna_storage or default_storage(root))
+    # From here on the settings hold the URIs as they may be written (passwords masked): the real ones stay
+    # in this process (superfan.redact) and reach Optuna and MLflow only when they connect.
+    settings.optuna_storage = remember(check_storage_url(settings.optuna_storage or default_storage(root)))
     if settings.mlflow:
         from sweeps.tracking import check_mlflow
 
-        check_mlflow(settings.mlflow)
+        check_mlflow(redact(settings.mlflow))
+        settings.mlflow = remember(settings.mlflow)
     return Sweep(
         kind=kind,
         name=name,
@@ -147,6 +161,11 @@ def _main(kind: str, args: argparse.Namespace, argv: list[str] | None) -> int:
     sealing.arm(trust=trust)  # from here on, the sweep state this process writes is sealed, and reads are checked
     if args.resume or embedded_default:  # nothing Tune would unpickle is read before its seal is checked
         sealing.check_experiment(sweep.experiment_url, adopt=trust)
+        state_url = storage.join(sweep.experiment_url, "sweep.json")
+        if storage.exists(state_url):  # a password it was started with is not in it: it must be given again
+            stored = Sweep.from_json(sealing.read_checked(state_url, "sweep.json").decode("utf-8"))
+            reveal(stored.settings.optuna_storage, "--optuna-storage")
+            reveal(stored.settings.mlflow, "--mlflow")
     from superfan.train.session import ray_session
 
     with ray_session(verbose_logs=args.verbose):
