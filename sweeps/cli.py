@@ -116,7 +116,9 @@ def plan(kind: str, args: argparse.Namespace) -> Sweep:
     fixed = fixed_values(section)
     base = trial_config(cfg.to_dict(), fixed) if fixed else cfg
     specs = resolve_space(section, base, f"{args.config}: search.{kind}")
-    name = args.name or f"{kind.replace('_', '-')}-{cfg.profile}"
+    from superfan.names import check_name
+
+    name = check_name(args.name or f"{kind.replace('_', '-')}-{cfg.profile}")
     if redact(args.storage) != args.storage:
         raise ConfigError(f"--storage {redact(args.storage)}: no credentials in a storage URL (they would be "
                           "written with it): use the AWS variables or a profile")  # fmt: skip
