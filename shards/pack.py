@@ -294,8 +294,73 @@ def _check_dest_now(opts: PackOptions) -> dict[str, Any] | None:
     return None
 
 
+#: One pack per destination at a time: created exclusively (``O_EXCL`` locally, a conditional PUT on S3)
+#: before anything is checked or written, removed when the pack ends.
+CLAIM = ".superfan-pack-claim"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _claim(dest: str) -> tuple[str, bytes]:
+    """Claim ``dest`` for this pack, or one line naming the pack that holds it. A claim left by a pack that
+    died on this machine (its process is gone) is taken over; one from another machine is the user's call."""
+    import socket
+    import uuid
+
+    url = storage.join(dest, CLAIM)
+    mine = {"token": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(), "started": now_iso()}
+    data = (json.dumps(mine) + "\n").encode()
+    try:
+        if storage.create_exclusive(url, data):
+            return url, data
+        try:
+            other = json.loads(storage.read_text(url))
+        except (StorageError, ValueError):
+            other = {}
+        other = other if isinstance(other, dict) else {}
+        pid = other.get("pid")
+        if other.get("host") == mine["host"] and isinstance(pid, int) and not _pid_alive(pid):
+            storage.delete(url)  # its pack was killed: nothing of it runs any more
+            if storage.create_exclusive(url, data):
+                return url, data
+    except StorageError as err:
+        raise StorageError(f"cannot write to {dest}: {err}") from None
+    raise UserError(
+        f"{dest}: another pack is writing there (pid {other.get('pid')} on {other.get('host')}, since "
+        f"{other.get('started')}); wait for it to end, or, if it is dead, delete {url} (nothing changed)"
+    )
+
+
+def _release(url: str, data: bytes) -> None:
+    """Remove our claim (only ours: a claim taken over from us after we were presumed dead stays)."""
+    import contextlib
+
+    with contextlib.suppress(StorageError):
+        if storage.exists(url) and storage.read_bytes(url) == data:
+            storage.delete(url)
+
+
 def pack(opts: PackOptions) -> PackResult:
-    """Pack ``opts.src`` into shards at ``opts.dest``; returns the manifest written. See the module doc."""
+    """Pack ``opts.src`` into shards at ``opts.dest``; returns the manifest written. See the module doc.
+    Only one pack writes a destination at a time (:data:`CLAIM`); a second is refused with one line."""
+    with storage.retry_window(5.0):
+        claim = _claim(opts.dest)
+    try:
+        return _pack(opts)
+    finally:
+        with storage.retry_window(5.0):
+            _release(*claim)
+
+
+def _pack(opts: PackOptions) -> PackResult:
     t0 = time.perf_counter()
     old = _check_dest(opts)
     reader = make_reader(
