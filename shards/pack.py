@@ -21,6 +21,7 @@ import math
 import multiprocessing as mp
 import os
 import random
+import re
 import sys
 import time
 from collections import Counter
@@ -309,18 +310,38 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _claim(dest: str) -> tuple[str, bytes]:
+#: Where a pack writes its shards until it publishes them (``DEST/.superfan-pack-<claim token>/``): the old
+#: pack stays whole and readable until the new one is complete, and a killed pack leaves nothing under names
+#: a reader or a brace pattern would take for data.
+STAGING_PREFIX = ".superfan-pack-"
+_STAGING_NAME = re.compile(re.escape(STAGING_PREFIX) + r"[0-9a-f]{32}")
+
+
+def _remove_prefix(url: str) -> None:
+    """Remove a staging prefix (every object under it; locally the directory)."""
+    if storage.is_s3(url):
+        for rel in storage.list_files(url):
+            storage.delete(storage.join(url, rel))
+    else:
+        import shutil
+
+        shutil.rmtree(url, ignore_errors=True)
+
+
+def _claim(dest: str) -> tuple[str, bytes, str]:
     """Claim ``dest`` for this pack, or one line naming the pack that holds it. A claim left by a pack that
     died on this machine (its process is gone) is taken over; one from another machine is the user's call."""
     import socket
     import uuid
 
     url = storage.join(dest, CLAIM)
-    mine = {"token": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(), "started": now_iso()}
+    token = uuid.uuid4().hex
+    mine = {"token": token, "host": socket.gethostname(), "pid": os.getpid(), "started": now_iso(),
+            "staging": f"{STAGING_PREFIX}{token}"}  # fmt: skip
     data = (json.dumps(mine) + "\n").encode()
     try:
         if storage.create_exclusive(url, data):
-            return url, data
+            return url, data, mine["staging"]
         try:
             other = json.loads(storage.read_text(url))
         except (StorageError, ValueError):
@@ -328,9 +349,14 @@ def _claim(dest: str) -> tuple[str, bytes]:
         other = other if isinstance(other, dict) else {}
         pid = other.get("pid")
         if other.get("host") == mine["host"] and isinstance(pid, int) and not _pid_alive(pid):
-            storage.delete(url)  # its pack was killed: nothing of it runs any more
+            # Its pack was killed: nothing of it runs any more. Its staged shards (the exact name it
+            # recorded) go with its claim; the published pack, if any, was never touched by it.
+            staged = other.get("staging")
+            if isinstance(staged, str) and _STAGING_NAME.fullmatch(staged):
+                _remove_prefix(storage.join(dest, staged))
+            storage.delete(url)
             if storage.create_exclusive(url, data):
-                return url, data
+                return url, data, mine["staging"]
     except StorageError as err:
         raise StorageError(f"cannot write to {dest}: {err}") from None
     raise UserError(
@@ -352,15 +378,23 @@ def pack(opts: PackOptions) -> PackResult:
     """Pack ``opts.src`` into shards at ``opts.dest``; returns the manifest written. See the module doc.
     Only one pack writes a destination at a time (:data:`CLAIM`); a second is refused with one line."""
     with storage.retry_window(5.0):
-        claim = _claim(opts.dest)
+        claim_url, claim_data, staging = _claim(opts.dest)
     try:
-        return _pack(opts)
+        return _pack(opts, storage.join(opts.dest, staging))
     finally:
         with storage.retry_window(5.0):
-            _release(*claim)
+            _release(claim_url, claim_data)
 
 
-def _pack(opts: PackOptions) -> PackResult:
+def _pack(opts: PackOptions, stage: str) -> PackResult:
+    try:
+        return _pack_staged(opts, stage)
+    finally:  # published or failed: nothing is left under the staging prefix
+        with storage.retry_window(5.0):
+            _remove_prefix(stage)
+
+
+def _pack_staged(opts: PackOptions, stage: str) -> PackResult:
     t0 = time.perf_counter()
     old = _check_dest(opts)
     reader = make_reader(
@@ -374,10 +408,6 @@ def _pack(opts: PackOptions) -> PackResult:
         raise UserError(f"{opts.src}: nothing to pack (no {opts.format} annotations found)")
     workers = opts.workers or os.cpu_count() or 1
     workers = max(1, min(workers, len(items)))
-
-    def drop_old_manifest() -> None:
-        if old is not None:  # readers must never pair the old manifest with new shards
-            storage.delete(manifest_url(opts.dest))
 
     rejected: Counter[str] = Counter()
     examples: list[dict[str, str]] = []
@@ -394,7 +424,7 @@ def _pack(opts: PackOptions) -> PackResult:
         _init_worker(reader, opts)
         results = map(process_item, items)
     # The writer's upload threads start after the fork: forking a process with threads can deadlock.
-    writer = ShardWriter(opts.dest, opts.split, opts.shard_size, before_first_publish=drop_old_manifest)
+    writer = ShardWriter(stage, opts.split, opts.shard_size)  # staged: the old pack stays whole meanwhile
     from tqdm import tqdm
 
     bar = tqdm(total=faces, unit="face", desc=f"pack {opts.format}", disable=not opts.progress,
@@ -448,6 +478,12 @@ def _pack(opts: PackOptions) -> PackResult:
         "rejected": dict(rejected.most_common()),
         "rejected_examples": examples,
     }  # fmt: skip
+    # Publish: the old manifest goes first (readers never pair it with new shards: for a moment they find no
+    # pack), the staged shards move into place (renames; server-side copies on S3), then the new manifest.
+    if old is not None:
+        storage.delete(manifest_url(opts.dest))
+    for shard in shards:
+        storage.move(storage.join(stage, shard["name"]), storage.join(opts.dest, shard["name"]))
     url = write_manifest(opts.dest, manifest)
     if old is not None:  # old shards the new manifest does not list (the new pack has fewer)
         keep = {s["name"] for s in shards}

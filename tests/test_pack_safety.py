@@ -88,3 +88,38 @@ def test_a_killed_packs_temp_dir_is_removed_by_the_next(tmp_path: Path) -> None:
                 for f in d.iterdir():
                     f.unlink()
                 d.rmdir()
+
+
+def test_a_killed_overwrite_keeps_the_old_pack_and_the_next_pack_cleans_up(tmp_path: Path) -> None:
+    """Shards are staged under ``DEST/.superfan-pack-<token>/`` and moved into place only when the pack is
+    complete: a pack SIGKILLed half-way leaves the old pack whole (the old code had already deleted its
+    manifest and overwritten its shards), and the next pack removes what the killed one staged."""
+    import signal
+    import time
+
+    dest = tmp_path / "out"
+    pack(_opts(dest, n=6))
+    old_manifest = (dest / "manifest.json").read_bytes()
+    old = verify(str(dest))
+    argv = [sys.executable, "-m", "shards", "pack", "synthetic", "3000", str(dest), "--split", "train", "--quiet",
+            "--shard-size", "2", "--overwrite", "--workers", "1", "--seed", "7"]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        staged: list[Path] = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            staged = [p for d in dest.glob(".superfan-pack-*") for p in d.glob("*.tar")]
+            if len(staged) >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None and len(staged) >= 2, "the pack ended or staged nothing before the kill"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert (dest / "manifest.json").read_bytes() == old_manifest
+    assert verify(str(dest)) == old, "the killed --overwrite damaged the old pack"
+    killed_temp = list(Path(tempfile.gettempdir()).glob(f"superfan-shards-{proc.pid}-*"))
+    pack(_opts(dest, n=4, overwrite=True))  # takes over the dead claim, removes its staging
+    assert verify(str(dest))["samples"] == 4
+    assert sorted(p.name for p in dest.iterdir()) == ["manifest.json", "train-000000.tar", "train-000001.tar"]
+    assert not [p for p in killed_temp if p.exists()], "the killed pack's temp dir was left"
