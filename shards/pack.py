@@ -430,9 +430,13 @@ def _pack_staged(opts: PackOptions, stage: str) -> PackResult:
     bar = tqdm(total=faces, unit="face", desc=f"pack {opts.format}", disable=not opts.progress,
                file=sys.stderr, mininterval=0.5, dynamic_ncols=True)  # fmt: skip
     try:
+        seen_keys: set[str] = set()
         for item, outcomes in zip(items, results, strict=True):
             for kind, a, b, c in outcomes:
+                if kind == "ok" and a in seen_keys:  # two sources sanitised to one key: keep the first only
+                    kind, a, b = "rejected", a, REASONS["duplicate_key"]
                 if kind == "ok":
+                    seen_keys.add(a)
                     writer.add(a, {"hr.jpg": b, "json": c})
                     pose_sources[json.loads(c).get("pose_source") or "none"] += 1
                 elif kind == "out":
