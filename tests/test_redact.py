@@ -194,3 +194,14 @@ def test_a_sweep_on_postgres_and_s3_writes_the_password_nowhere(
     lines = [line for line in again.stderr.strip().splitlines() if "warning:" not in line]
     assert again.returncode == 2 and len(lines) == 1, again.stderr[-3000:]
     assert "its secret is never written" in lines[0] and secret not in again.stderr + again.stdout
+
+
+def test_an_unusable_optuna_storage_is_one_line_without_its_password() -> None:
+    from sweeps.searcher import check_storage_url
+
+    with pytest.raises(ConfigError, match="--optuna-storage 'sqlite:////proc/superfan-test/x.db': ") as err:
+        check_storage_url("sqlite:////proc/superfan-test/x.db")  # a directory nobody may create
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        check_storage_url("oracle://alice:S3cretPW@host/db")
+    assert "S3cretPW" not in str(err.value) and "alice:***@host" in str(err.value)
