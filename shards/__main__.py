@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -141,6 +142,12 @@ def _profile(args: argparse.Namespace) -> object:
     )
 
 
+#: Bounds of the stored crop, checked before anything is read or allocated: at least the 64x64 training
+#: window; at most 1024 pixels (4 MB a crop decoded); the window around a face, 1 to 8 times its box.
+MIN_CROP, MAX_CROP = 64, 1024
+MIN_CONTEXT, MAX_CONTEXT = 1.0, 8.0
+
+
 def main(argv: list[str] | None = None) -> int:
     from superfan.errors import run_command
 
@@ -164,6 +171,10 @@ def _run(args: argparse.Namespace) -> int:
         )  # fmt: skip
         if opts.workers < 0 or (opts.limit is not None and opts.limit < 1):
             raise UserError("--pack-workers must be >= 0 and --limit >= 1")
+        if not MIN_CROP <= opts.crop_size <= MAX_CROP:
+            raise UserError(f"--crop-size {opts.crop_size}: expected {MIN_CROP} to {MAX_CROP} pixels")
+        if not (math.isfinite(opts.context) and MIN_CONTEXT <= opts.context <= MAX_CONTEXT):
+            raise UserError(f"--context {opts.context:g}: expected a number from {MIN_CONTEXT:g} to {MAX_CONTEXT:g}")
         result = pack(opts)
         print(summary(result, opts))
         return 0

@@ -21,6 +21,7 @@ import math
 import multiprocessing as mp
 import os
 import random
+import re
 import sys
 import time
 from collections import Counter
@@ -323,8 +324,106 @@ def _check_dest_now(opts: PackOptions) -> dict[str, Any] | None:
     return None
 
 
+#: One pack per destination at a time: created exclusively (``O_EXCL`` locally, a conditional PUT on S3)
+#: before anything is checked or written, removed when the pack ends.
+CLAIM = ".superfan-pack-claim"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+#: Where a pack writes its shards until it publishes them (``DEST/.superfan-pack-<claim token>/``): the old
+#: pack stays whole and readable until the new one is complete, and a killed pack leaves nothing under names
+#: a reader or a brace pattern would take for data.
+STAGING_PREFIX = ".superfan-pack-"
+_STAGING_NAME = re.compile(re.escape(STAGING_PREFIX) + r"[0-9a-f]{32}")
+
+
+def _remove_prefix(url: str) -> None:
+    """Remove a staging prefix (every object under it; locally the directory)."""
+    if storage.is_s3(url):
+        for rel in storage.list_files(url):
+            storage.delete(storage.join(url, rel))
+    else:
+        import shutil
+
+        shutil.rmtree(url, ignore_errors=True)
+
+
+def _claim(dest: str) -> tuple[str, bytes, str]:
+    """Claim ``dest`` for this pack, or one line naming the pack that holds it. A claim left by a pack that
+    died on this machine (its process is gone) is taken over; one from another machine is the user's call."""
+    import socket
+    import uuid
+
+    url = storage.join(dest, CLAIM)
+    token = uuid.uuid4().hex
+    mine = {"token": token, "host": socket.gethostname(), "pid": os.getpid(), "started": now_iso(),
+            "staging": f"{STAGING_PREFIX}{token}"}  # fmt: skip
+    data = (json.dumps(mine) + "\n").encode()
+    try:
+        if storage.create_exclusive(url, data):
+            return url, data, mine["staging"]
+        try:
+            other = json.loads(storage.read_text(url))
+        except (StorageError, ValueError):
+            other = {}
+        other = other if isinstance(other, dict) else {}
+        pid = other.get("pid")
+        if other.get("host") == mine["host"] and isinstance(pid, int) and not _pid_alive(pid):
+            # Its pack was killed: nothing of it runs any more. Its staged shards (the exact name it
+            # recorded) go with its claim; the published pack, if any, was never touched by it.
+            staged = other.get("staging")
+            if isinstance(staged, str) and _STAGING_NAME.fullmatch(staged):
+                _remove_prefix(storage.join(dest, staged))
+            storage.delete(url)
+            if storage.create_exclusive(url, data):
+                return url, data, mine["staging"]
+    except StorageError as err:
+        raise StorageError(f"cannot write to {dest}: {err}") from None
+    raise UserError(
+        f"{dest}: another pack is writing there (pid {other.get('pid')} on {other.get('host')}, since "
+        f"{other.get('started')}); wait for it to end, or, if it is dead, delete {url} (nothing changed)"
+    )
+
+
+def _release(url: str, data: bytes) -> None:
+    """Remove our claim (only ours: a claim taken over from us after we were presumed dead stays)."""
+    import contextlib
+
+    with contextlib.suppress(StorageError):
+        if storage.exists(url) and storage.read_bytes(url) == data:
+            storage.delete(url)
+
+
 def pack(opts: PackOptions) -> PackResult:
-    """Pack ``opts.src`` into shards at ``opts.dest``; returns the manifest written. See the module doc."""
+    """Pack ``opts.src`` into shards at ``opts.dest``; returns the manifest written. See the module doc.
+    Only one pack writes a destination at a time (:data:`CLAIM`); a second is refused with one line."""
+    with storage.retry_window(5.0):
+        claim_url, claim_data, staging = _claim(opts.dest)
+    try:
+        return _pack(opts, storage.join(opts.dest, staging))
+    finally:
+        with storage.retry_window(5.0):
+            _release(claim_url, claim_data)
+
+
+def _pack(opts: PackOptions, stage: str) -> PackResult:
+    try:
+        return _pack_staged(opts, stage)
+    finally:  # published or failed: nothing is left under the staging prefix
+        with storage.retry_window(5.0):
+            _remove_prefix(stage)
+
+
+def _pack_staged(opts: PackOptions, stage: str) -> PackResult:
     t0 = time.perf_counter()
     old = _check_dest(opts)
     reader = make_reader(
@@ -338,10 +437,6 @@ def pack(opts: PackOptions) -> PackResult:
         raise UserError(f"{opts.src}: nothing to pack (no {opts.format} annotations found)")
     workers = opts.workers or os.cpu_count() or 1
     workers = max(1, min(workers, len(items)))
-
-    def drop_old_manifest() -> None:
-        if old is not None:  # readers must never pair the old manifest with new shards
-            storage.delete(manifest_url(opts.dest))
 
     rejected: Counter[str] = Counter()
     examples: list[dict[str, str]] = []
@@ -359,15 +454,19 @@ def pack(opts: PackOptions) -> PackResult:
         _init_worker(reader, opts)
         results = map(process_item, items)
     # The writer's upload threads start after the fork: forking a process with threads can deadlock.
-    writer = ShardWriter(opts.dest, opts.split, opts.shard_size, before_first_publish=drop_old_manifest)
+    writer = ShardWriter(stage, opts.split, opts.shard_size)  # staged: the old pack stays whole meanwhile
     from tqdm import tqdm
 
     bar = tqdm(total=faces, unit="face", desc=f"pack {opts.format}", disable=not opts.progress,
                file=sys.stderr, mininterval=0.5, dynamic_ncols=True)  # fmt: skip
     try:
+        seen_keys: set[str] = set()
         for item, outcomes in zip(items, results, strict=True):
             for kind, a, b, c in outcomes:
+                if kind == "ok" and a in seen_keys:  # two sources sanitised to one key: keep the first only
+                    kind, a, b = "rejected", a, REASONS["duplicate_key"]
                 if kind == "ok":
+                    seen_keys.add(a)
                     writer.add(a, {"hr.jpg": b, "json": c})
                     meta = json.loads(c)
                     pose_sources[meta.get("pose_source") or "none"] += 1
@@ -416,6 +515,12 @@ def pack(opts: PackOptions) -> PackResult:
         "rejected": dict(rejected.most_common()),
         "rejected_examples": examples,
     }  # fmt: skip
+    # Publish: the old manifest goes first (readers never pair it with new shards: for a moment they find no
+    # pack), the staged shards move into place (renames; server-side copies on S3), then the new manifest.
+    if old is not None:
+        storage.delete(manifest_url(opts.dest))
+    for shard in shards:
+        storage.move(storage.join(stage, shard["name"]), storage.join(opts.dest, shard["name"]))
     url = write_manifest(opts.dest, manifest)
     if old is not None:  # old shards the new manifest does not list (the new pack has fewer)
         keep = {s["name"] for s in shards}

@@ -42,6 +42,7 @@ REASONS = {
     "invalid": "face marked invalid",
     "profile_fit": "template fit too poor to profile",
     "profile_none": "no profile view beyond its own yaw",
+    "duplicate_key": "sample key already used by another face (names that differ only in '.', '/' or '_')",
 }
 
 

@@ -44,6 +44,39 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
+#: The writer's local temp directory: ``superfan-shards-<pid>-<random>`` under the system temp dir.
+TEMP_PREFIX = "superfan-shards-"
+
+
+def _clean_dead_temp_dirs() -> list[str]:
+    """Remove the temp directories of packs that were killed on this machine (SIGKILL runs no cleanup): ours
+    (same user), named with a pid that no longer runs. Any other entry is left alone. The ones removed."""
+    import re
+    import shutil
+
+    base = tempfile.gettempdir()
+    pattern = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-[A-Za-z0-9_]+")
+    removed = []
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return removed
+    for entry in entries:
+        found = pattern.fullmatch(entry.name)
+        if not found or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+            os.kill(int(found.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+        except OSError:
+            continue
+    return removed
+
+
 @dataclass
 class ShardWriter:
     """Append samples; every ``shard_size`` samples a shard is closed, hashed and published in background."""
@@ -65,7 +98,8 @@ class ShardWriter:
     def __post_init__(self) -> None:
         if self.shard_size < 1:
             raise UserError(f"--shard-size must be at least 1, got {self.shard_size}")
-        self._tmp = tempfile.TemporaryDirectory(prefix="superfan-shards-")
+        _clean_dead_temp_dirs()
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
         self._pool = ThreadPoolExecutor(max_workers=self.upload_threads, thread_name_prefix="shard-upload")
 
     @property

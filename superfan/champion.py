@@ -375,6 +375,14 @@ def _read_manifest(url: str) -> dict[str, Any]:
         raise IntegrityError(f"{murl}: not valid JSON ({err})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "files" not in manifest:
         raise IntegrityError(f"{murl}: not a superfan champion manifest (expected format {FORMAT!r})")
+    files = manifest["files"]
+    if not isinstance(files, list):
+        raise IntegrityError(f"{murl}: files: expected a list of entries, got {type(files).__name__}")
+    for i, entry in enumerate(files):
+        ok = isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("sha256"), str)
+        size = entry.get("bytes") if isinstance(entry, dict) else None
+        if not ok or not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise IntegrityError(f"{murl}: files[{i}]: expected {{path, bytes, sha256}}, got {str(entry)[:80]}")
     return manifest
 
 
@@ -420,13 +428,24 @@ def resolve(url: str) -> str:
 
 
 #: Written into every directory ``pull`` fills: only a directory holding it may be replaced by a later pull.
+#: It lists the files that pull wrote there; anything else in the directory is the user's and is kept.
 PULL_MARKER = ".superfan-pull.json"
+#: A pull's journal, beside the destination (``.<name>.superfan-pull-journal``): the exact names of the
+#: temporary directories it made, written before each is made, so that the next pull removes exactly those.
+JOURNAL_FORMAT = "superfan-pull-journal/1"
 
 
 def _check_destination(dest: Path) -> None:
-    """Refuse (one line, nothing touched) a destination ``pull`` does not own: a file, or a non-empty
-    directory without :data:`PULL_MARKER` (a dataset, a checkout, a champion copied by hand...)."""
+    """Refuse (one line, nothing touched) a destination ``pull`` does not own: a symlink, a file, or a
+    non-empty directory without :data:`PULL_MARKER` (a dataset, a checkout, a champion copied by hand...)."""
+    if dest.is_symlink():
+        raise UserError(f"{dest}: is a symbolic link; pull into a real directory (nothing changed)")
     if not dest.exists():
+        for parent in dest.parents:  # the nearest existing ancestor must be a directory
+            if parent.exists() or parent.is_symlink():
+                if not parent.is_dir():
+                    raise UserError(f"{dest}: {parent} is not a directory (nothing changed)")
+                break
         return
     if not dest.is_dir():
         raise UserError(f"{dest}: exists and is not a directory; pull into a new or empty directory (nothing changed)")
@@ -440,7 +459,7 @@ def _check_destination(dest: Path) -> None:
 @contextlib.contextmanager
 def _pull_lock(dest: Path) -> Iterator[None]:
     """One pull into a parent directory at a time (``flock`` on the parent itself, so no lock file is left):
-    under it, any leftover of an earlier pull of ``dest`` belongs to a pull that is gone and may be removed."""
+    under it, the leftovers an earlier pull of ``dest`` recorded belong to a pull that is gone."""
     import fcntl
 
     fd = os.open(dest.parent, os.O_RDONLY)
@@ -451,14 +470,141 @@ def _pull_lock(dest: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _clean_leftovers(dest: Path) -> None:
-    """What a killed pull of ``dest`` left: its download (``.<name>.pull-*``), and, if it died between the two
-    renames of the fallback swap, the old champion (``.<name>.old-*``), which goes back into place."""
-    olds = sorted(dest.parent.glob(f".{dest.name}.old-*"))
-    if olds and not dest.exists():
-        olds.pop().rename(dest)
-    for left in [*olds, *dest.parent.glob(f".{dest.name}.pull-*")]:
-        shutil.rmtree(left, ignore_errors=True)
+class _Journal:
+    """``.<name>.superfan-pull-journal`` beside ``dest``: the names of the sibling directories this pull is
+    about to make (its download, and the old champion during the fallback swap), each recorded (and fsynced)
+    before the directory is made. The next pull removes exactly the directories listed; never a name it
+    guessed from a pattern, never a file a user made."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        self.path = dest.parent / f".{dest.name}.superfan-pull-journal"
+        self.temps: list[str] = []
+        self.olds: list[str] = []
+
+    def load(self) -> _Journal:
+        if not self.path.exists() and not self.path.is_symlink():
+            return self
+        try:
+            if self.path.is_symlink() or not self.path.is_file():
+                raise ValueError("not a file")
+            data = json.loads(self.path.read_text())
+            if not isinstance(data, dict) or data.get("format") != JOURNAL_FORMAT:
+                raise ValueError("not a pull journal")
+            names = [*data.get("temps", []), *data.get("olds", [])]
+            if not all(isinstance(n, str) and self._ours(n) for n in names):
+                raise ValueError("names outside this destination's")
+        except (OSError, ValueError, UnicodeDecodeError) as err:
+            raise UserError(
+                f"{self.path}: not a journal superfan pull wrote ({err}); move it away and pull again (nothing changed)"
+            ) from None
+        self.temps, self.olds = list(data.get("temps", [])), list(data.get("olds", []))
+        return self
+
+    def _ours(self, name: str) -> bool:
+        """A name this pull could have made: a plain sibling name with this destination's prefix."""
+        return "/" not in name and name not in {"", ".", ".."} and name.startswith(f".{self.dest.name}.")
+
+    def save(self) -> None:
+        if not self.temps and not self.olds:
+            self.path.unlink(missing_ok=True)
+        else:
+            data = {"format": JOURNAL_FORMAT, "dest": self.dest.name, "temps": self.temps, "olds": self.olds}
+            storage.write_text(self.path, json.dumps(data, indent=2) + "\n")  # atomic, fsynced
+        storage.fsync_dir(self.dest.parent)
+
+    def new_name(self, kind: str) -> Path:
+        """A fresh sibling name, recorded (in ``temps`` or ``olds``) before the caller makes it."""
+        path = self.dest.parent / f".{self.dest.name}.{kind}-{uuid.uuid4().hex[:12]}"
+        (self.olds if kind == "old" else self.temps).append(path.name)
+        self.save()
+        return path
+
+    def forget(self, path: Path) -> None:
+        for names in (self.temps, self.olds):
+            if path.name in names:
+                names.remove(path.name)
+        self.save()
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a directory this pull made (never following a symlink out of it)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def _clean_leftovers(dest: Path) -> _Journal:
+    """What a killed pull of ``dest`` recorded in its journal: its downloads, and, if it died between the two
+    renames of the fallback swap, the old champion, which goes back into place. Only recorded names."""
+    journal = _Journal(dest).load()
+    for name in reversed(journal.olds):
+        old = dest.parent / name
+        if not dest.exists() and not dest.is_symlink() and old.is_dir() and not old.is_symlink():
+            old.rename(dest)
+    for name in [*journal.temps, *journal.olds]:
+        _remove_tree(dest.parent / name)
+        journal.forget(dest.parent / name)
+    return journal
+
+
+def _written_by_pull(dest: Path) -> set[str]:
+    """The files an earlier pull wrote into ``dest`` (its marker's list; a marker from before the list: the
+    champion's manifest's files), relative paths."""
+    written = {PULL_MARKER, MANIFEST}
+    with contextlib.suppress(OSError, ValueError, UnicodeDecodeError):
+        marker = json.loads((dest / PULL_MARKER).read_text())
+        if isinstance(marker, dict) and isinstance(marker.get("files"), list):
+            return written | {f for f in marker["files"] if isinstance(f, str)}
+    with contextlib.suppress(OSError, ValueError, UnicodeDecodeError):
+        manifest = json.loads((dest / MANIFEST).read_text())
+        files = manifest.get("files") if isinstance(manifest, dict) else None
+        for entry in files if isinstance(files, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+                written.add(entry["path"])
+    return written
+
+
+def _user_files(dest: Path) -> list[str]:
+    """Files (and symlinks, and empty directories) in ``dest`` that no pull wrote: the user's."""
+    if not dest.is_dir():
+        return []
+    written = _written_by_pull(dest)
+    found = []
+    for root, dirs, files in os.walk(dest):
+        rel_root = Path(root).relative_to(dest)
+        for d in list(dirs):
+            p = Path(root) / d
+            if p.is_symlink():
+                found.append(str(rel_root / d))
+                dirs.remove(d)
+            elif not any(p.iterdir()):
+                found.append(str(rel_root / d))
+        found += [str(rel_root / f) for f in files if str(rel_root / f) not in written]
+    return sorted(os.path.normpath(f) for f in found)
+
+
+def _carry_over(user: list[str], dest: Path, new: Path) -> None:
+    """Put the user's files into the new download before the swap: hard links where the filesystem allows
+    (copies otherwise); the originals stay in ``dest`` until the swap, so a kill at any point loses none."""
+    for rel in user:
+        src, dst = dest / rel, new / rel
+        if dst.exists() or dst.is_symlink():
+            raise UserError(
+                f"{dest / rel}: you added it, and the new champion has a file of that name; move it away and "
+                "pull again (nothing changed)"
+            )
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            os.symlink(os.readlink(src), dst)
+        elif src.is_dir():
+            dst.mkdir()
+        else:
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -480,18 +626,19 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def _swap_in(new: Path, dest: Path) -> None:
+def _swap_in(new: Path, dest: Path, journal: _Journal) -> None:
     """Put the verified download ``new`` at ``dest`` so that a kill at any point leaves the old or the new
-    champion whole at ``dest`` (or, between the fallback's two renames, the old one in a sibling that the next
-    pull puts back). Afterwards ``new`` holds the old champion, or nothing."""
+    champion whole at ``dest`` (or, between the fallback's two renames, the old one in a sibling the journal
+    names, which the next pull puts back). Afterwards ``new`` holds the old champion, or nothing."""
     if not dest.exists() or not any(dest.iterdir()):
         new.rename(dest)  # rename(2) replaces an empty directory atomically
     elif not _exchange(new, dest):
-        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+        old = journal.new_name("old")
         dest.rename(old)
         faults.kill_point("pull.between_renames")
         new.rename(dest)
-        shutil.rmtree(old, ignore_errors=True)
+        _remove_tree(old)
+        journal.forget(old)
     storage.fsync_dir(dest.parent)
 
 
@@ -501,18 +648,30 @@ def pull(url: str, directory: str | os.PathLike[str], *, quiet: bool = False) ->
     The download lands in a temporary sibling directory and replaces ``directory`` only after verification
     (an atomic exchange where the OS has one), so ``directory`` is always either the previous champion or the
     new one, whole. ``directory`` must be new, empty, or a champion an earlier ``pull`` put there (it holds
-    :data:`PULL_MARKER`); anything else is refused and left untouched. Leftovers of a killed pull are cleaned
-    up by the next one.
+    :data:`PULL_MARKER`); anything else is refused and left untouched. Files a user added to a pulled
+    directory are kept (and named). Leftovers of a killed pull are cleaned up by the next one, by the exact
+    names its journal recorded. A path it cannot use (a symlink, a path under a file, a parent it cannot
+    write) is one line.
     """
     src = resolve(url)
     manifest = _read_manifest(src)
     dest = Path(directory).expanduser().absolute()
     _check_destination(dest)
+    try:
+        return _pull(src, manifest, dest, quiet)
+    except OSError as err:
+        where = err.filename or dest
+        raise StorageError(f"{dest}: cannot pull there: {where}: {err.strerror or err} (nothing changed)") from None
+
+
+def _pull(src: str, manifest: dict[str, Any], dest: Path, quiet: bool) -> dict[str, Any]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _pull_lock(dest):
-        _clean_leftovers(dest)
+        journal = _clean_leftovers(dest)
         _check_destination(dest)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pull-", dir=dest.parent))
+        tmp = journal.new_name("pull")
+        tmp.mkdir()
+        kept: list[str] = []
         try:
             for entry in manifest["files"]:
                 rel = entry["path"]
@@ -524,18 +683,25 @@ def pull(url: str, directory: str | os.PathLike[str], *, quiet: bool = False) ->
                     raise IntegrityError(f"{src}: incomplete champion: {rel} is missing") from None
             storage.download_file(storage.join(src, MANIFEST), tmp / MANIFEST)
             verify_champion(tmp)
-            marker = {"source": src, "name": manifest.get("name"), "version": manifest.get("version")}
+            files = sorted({e["path"] for e in manifest["files"]} | {MANIFEST})
+            marker = {"source": src, "name": manifest.get("name"), "version": manifest.get("version"), "files": files}
             storage.write_text(tmp / PULL_MARKER, json.dumps({**marker, "pulled": now_iso()}, indent=2) + "\n")
+            kept = _user_files(dest)
+            _carry_over(kept, dest, tmp)
             faults.kill_point("pull.before_swap")
-            _swap_in(tmp, dest)
+            _swap_in(tmp, dest, journal)
             faults.kill_point("pull.after_swap")
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove_tree(tmp)
+            journal.forget(tmp)
     if not quiet:
         print(f"champion {manifest.get('name')}/{manifest.get('version')} (trial {manifest.get('trial_id')}) "
               f"verified: {len(manifest['files'])} files -> {dest}")  # fmt: skip
         print(metrics_table([manifest.get("metrics") or {}]))
         print(lineage_text(manifest))
+    if kept:
+        shown = ", ".join(kept[:5]) + (f" (+{len(kept) - 5} more)" if len(kept) > 5 else "")
+        print(f"kept {len(kept)} file(s) you added to {dest}: {shown}")
     return manifest
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from superfan.errors import ConfigError
 
@@ -26,6 +26,23 @@ PosInt = Annotated[int, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0.0)]
 PosFloat = Annotated[float, Field(gt=0.0)]
 Prob = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # YAML's `yes` or a JSON true would otherwise count as 1
+        raise ValueError("expected a number, not a boolean")
+    return value
+
+
+#: Upper bounds on what a user controls that sizes work or memory, checked when the config is read, before
+#: any allocation or Ray start (docs/reliability.md lists them).
+MAX_BATCH_SIZE = 4096
+MAX_EPOCHS = 100_000
+MAX_LR = 10.0
+MAX_HOURGLASS_DEPTH = 6  #: a 64x64 heatmap halved 6 times is one pixel
+BatchSize = Annotated[int, BeforeValidator(_not_bool), Field(gt=0, le=MAX_BATCH_SIZE)]
+Epochs = Annotated[int, BeforeValidator(_not_bool), Field(gt=0, le=MAX_EPOCHS)]
+LearningRate = Annotated[float, BeforeValidator(_not_bool), Field(gt=0.0, le=MAX_LR)]
 
 
 class _Strict(BaseModel):
@@ -72,7 +89,7 @@ class FANConfig(_Strict):
     stacks: PosInt = 2
     features: PosInt = Field(256, description="FAN's width, as in [4].")
     landmarks: Literal[68] = 68
-    hourglass_depth: PosInt = Field(4, description="Four down/up levels, as in [4] and [22].")
+    hourglass_depth: PosInt = Field(4, le=MAX_HOURGLASS_DEPTH, description="Four down/up levels, as in [4] and [22].")
     heatmap_size: Literal[16, 32, 64] = Field(
         32,
         description=(
@@ -179,7 +196,7 @@ class OptimizerConfig(_Strict):
     eps: PosFloat = 1e-8
     momentum: NonNegFloat = 0.0
     weight_decay: NonNegFloat = 0.0
-    critic_lr: PosFloat | None = Field(None, description="Critic learning rate; None = the stage's.")
+    critic_lr: LearningRate | None = Field(None, description="Critic learning rate; None = the stage's.")
     carry_state: bool = Field(
         True,
         description="Our choice (the paper is silent): each network's RMSprop statistics carry into the next "
@@ -207,9 +224,9 @@ class StageConfig(_Strict):
 
     name: str
     kind: StageKind
-    epochs: PosInt
-    lr_start: PosFloat = 2.5e-4
-    lr_end: PosFloat = 1e-5
+    epochs: Epochs
+    lr_start: LearningRate = 2.5e-4
+    lr_end: LearningRate = 1e-5
     lr_decay: Literal["exponential", "cosine", "linear", "constant"] = Field(
         "exponential",
         description="'gradually decreased from 2.5e-4 to 1e-5' (4.5): our choice is geometric per step.",
@@ -248,7 +265,7 @@ def paper_stages() -> list[StageConfig]:
 class DataConfig(_Strict):
     train: list[str] = Field(default_factory=list, description="Shard URLs, brace patterns or manifest URLs.")
     val: list[str] = Field(default_factory=list)
-    batch_size: PosInt = Field(16, description="Per worker. The paper does not publish it (our choice).")
+    batch_size: BatchSize = Field(16, description="Per worker. The paper does not publish it (our choice).")
     num_workers: NonNegInt = Field(2, description="DataLoader worker processes per training worker.")
     shuffle_buffer: NonNegInt = 1000
     samples_per_epoch: PosInt | None = Field(

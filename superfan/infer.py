@@ -288,9 +288,11 @@ def check_box(box: Sequence[float], width: int, height: int) -> tuple[float, flo
     A box may stick out of the image (faces at the edge are common in group photos) but must overlap it.
     """
     try:
+        if isinstance(box, str | bytes) or any(isinstance(v, bool) for v in box):
+            raise TypeError
         vals = [float(v) for v in box]
     except (TypeError, ValueError):
-        raise BoxError(f"box {list(box)!r}: expected 4 numbers x, y, w, h") from None
+        raise BoxError(f"box {str(box)[:60]}: expected 4 numbers x, y, w, h") from None
     if len(vals) != 4:
         raise BoxError(f"box {vals}: expected 4 numbers x, y, w, h, got {len(vals)}")
     x, y, w, h = vals
@@ -302,7 +304,17 @@ def check_box(box: Sequence[float], width: int, height: int) -> tuple[float, flo
         raise BoxError(f"box {_fmt(vals)}: negative coordinates")
     if x >= width or y >= height or x + w <= 0 or y + h <= 0:
         raise BoxError(f"box {_fmt(vals)}: outside the {width}x{height} image")
+    if max(w, h) > MAX_BOX_FACTOR * max(width, height):
+        raise BoxError(
+            f"box {_fmt(vals)}: more than {MAX_BOX_FACTOR}x the {width}x{height} image's longer side, not a face in it"
+        )
     return x, y, w, h
+
+
+#: A face box may reach past the image's edges, but no side of it may exceed this many times the image's
+#: longer side: the crop window around it is sized from the box (a 20000-pixel box on a 300x200 photo tried
+#: 5 GB allocations), and checked here before anything is allocated.
+MAX_BOX_FACTOR = 2
 
 
 def _fmt(vals: Sequence[float]) -> str:

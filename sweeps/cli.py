@@ -20,8 +20,10 @@ from typing import Any
 from superfan import storage
 from superfan.cliargs import HelpFormatter, add_version, deprecated, examples
 from superfan.errors import ConfigError, UserError, run_command
+from superfan.redact import redact, remember, reveal
 from superfan.stagekinds import default_stages
 from superfan.train.driver import raise_data_error
+from sweeps import sealing
 from sweeps.inputs import ensure_data, ensure_teacher
 from sweeps.results import print_results, promote_best, trial_rows, write_report
 from sweeps.settings import Sweep, read_sweep_file
@@ -31,6 +33,10 @@ from sweeps.tuner import build_tuner, can_resume, restore_tuner
 SWEEPS_DIR = Path(__file__).resolve().parent
 CONFIGS_DIR = SWEEPS_DIR / "configs"
 DEFAULT_STORAGE = "./.superfan"
+#: The Optuna storage and MLflow URIs from the environment (when the options are not given): a URI with a
+#: password belongs here rather than on a command line, which ``ps`` and Ray's job records show.
+OPTUNA_STORAGE_ENV = "SUPERFAN_OPTUNA_STORAGE"
+MLFLOW_URI_ENV = "SUPERFAN_MLFLOW_URI"
 
 
 def sweep_config(value: str) -> str:
@@ -71,6 +77,9 @@ def build_parser(kind: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--teacher", default=None, help="teacher FAN checkpoint (default: train/reuse one)")
     p.add_argument("--name", default=None, help=f"sweep name (default {kind.replace('_', '-')}-<profile>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this name")
+    p.add_argument("--trust-state", action="store_true",
+                   help="resume even if the sweep's state on storage is not sealed by this machine's sweep key "
+                        "(a sweep from before sealing): its pickles are unpickled as is, then sealed")  # fmt: skip
     p.add_argument("--verbose", action="store_true", help="show Ray's own logs too (quiet by default)")
     p.add_argument("--budget-hours", type=float, default=None, metavar="H",
                    help="start no new trial once the sweep has spent H device-hours (sweep.budget_hours)")  # fmt: skip
@@ -94,6 +103,9 @@ def build_parser(kind: str, description: str) -> argparse.ArgumentParser:
 def plan(kind: str, args: argparse.Namespace) -> Sweep:
     """Resolve the sweep file, command line and data into a :class:`Sweep` (no Ray, no training)."""
     sweep_file = read_sweep_file(args.config)
+    for option, env in (("optuna_storage", OPTUNA_STORAGE_ENV), ("mlflow", MLFLOW_URI_ENV)):
+        if getattr(args, option) is None and os.environ.get(env):  # a URI with a password: better here than argv
+            setattr(args, option, os.environ[env])
     options = ("samples", "workers_per_trial", "max_concurrent", "seed", "epochs", "budget_hours", "optuna_storage",
                "mlflow")  # fmt: skip
     settings = sweep_file.sweep.with_options({name: getattr(args, name) for name in options})
@@ -127,15 +139,23 @@ def plan(kind: str, args: argparse.Namespace) -> Sweep:
     fixed = fixed_values(section)
     base = trial_config(cfg.to_dict(), fixed) if fixed else cfg
     specs = resolve_space(section, base, f"{args.config}: search.{kind}")
-    name = args.name or f"{kind.replace('_', '-')}-{cfg.profile}"
+    from superfan.names import check_name
+
+    name = check_name(args.name or f"{kind.replace('_', '-')}-{cfg.profile}")
+    if redact(args.storage) != args.storage:
+        raise ConfigError(f"--storage {redact(args.storage)}: no credentials in a storage URL (they would be "
+                          "written with it): use the AWS variables or a profile")  # fmt: skip
     root = storage.absolute(args.storage)
     from sweeps.searcher import check_storage_url, default_storage
 
-    settings.optuna_storage = check_storage_url(settings.optuna_storage or default_storage(root))
+    # From here on the settings hold the URIs as they may be written (passwords masked): the real ones stay
+    # in this process (superfan.redact) and reach Optuna and MLflow only when they connect.
+    settings.optuna_storage = remember(check_storage_url(settings.optuna_storage or default_storage(root)))
     if settings.mlflow:
         from sweeps.tracking import check_mlflow
 
-        check_mlflow(settings.mlflow)
+        check_mlflow(redact(settings.mlflow))
+        settings.mlflow = remember(settings.mlflow)
     return Sweep(
         kind=kind,
         name=name,
@@ -162,6 +182,15 @@ def _main(kind: str, args: argparse.Namespace, argv: list[str] | None) -> int:
     sweep = plan(kind, args)
     embedded_default = not (argv if argv is not None else sys.argv[1:])
     _preflight(sweep)
+    trust = args.trust_state or os.environ.get(sealing.TRUST_ENV) == "1"
+    sealing.arm(trust=trust)  # from here on, the sweep state this process writes is sealed, and reads are checked
+    if args.resume or embedded_default:  # nothing Tune would unpickle is read before its seal is checked
+        sealing.check_experiment(sweep.experiment_url, adopt=trust)
+        state_url = storage.join(sweep.experiment_url, "sweep.json")
+        if storage.exists(state_url):  # a password it was started with is not in it: it must be given again
+            stored = Sweep.from_json(sealing.read_checked(state_url, "sweep.json").decode("utf-8"))
+            reveal(stored.settings.optuna_storage, "--optuna-storage")
+            reveal(stored.settings.mlflow, "--mlflow")
     from superfan.train.session import ray_session
 
     with ray_session(verbose_logs=args.verbose):
@@ -177,8 +206,8 @@ def _run(kind: str, sweep: Sweep, args: argparse.Namespace, embedded_default: bo
                 f"sweep {sweep.name!r} already exists at {sweep.experiment_url}: pass --resume to "
                 "continue it, or --name for a new sweep"
             )
-        if storage.exists(state_url):
-            sweep = Sweep.from_json(storage.read_text(state_url))  # the settings it started with
+        if storage.exists(state_url):  # the settings it started with (sealed: it names the endpoints used)
+            sweep = Sweep.from_json(sealing.read_checked(state_url, "sweep.json").decode("utf-8"))
         resuming = True
     elif args.resume:
         print(f"sweep {sweep.name}: nothing to resume at {sweep.experiment_url}; starting it", flush=True)
@@ -186,7 +215,7 @@ def _run(kind: str, sweep: Sweep, args: argparse.Namespace, embedded_default: bo
     teacher = ensure_teacher(sweep)
     sweep.teacher = teacher
     if not resuming:
-        storage.write_text(state_url, sweep.to_json())
+        sealing.write_sealed(state_url, sweep.to_json().encode("utf-8"))
     tuner = restore_tuner(sweep, teacher) if resuming else build_tuner(sweep, teacher)
     t0 = time.perf_counter()
     results = tuner.fit()

@@ -62,18 +62,29 @@ _RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
 def check_storage_url(url: str) -> str:
     """An Optuna storage URL we can open, checked before Ray starts (one line otherwise); a SQLite file's
     directory is created."""
+    from superfan.errors import ConfigError
+    from superfan.redact import redact
+
+    shown = redact(url)  # a password in it is never printed either
+    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+    try:
+        return _checked_storage_url(url, scheme, shown)
+    except OSError as err:
+        raise ConfigError(f"--optuna-storage {shown!r}: {err.strerror or err}") from None
+
+
+def _checked_storage_url(url: str, scheme: str, shown: str) -> str:
     from pathlib import Path
 
     from superfan.errors import ConfigError
 
-    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
     if scheme == "journal":
         path = Path(url.split(":", 1)[1]).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"journal:{path.absolute()}"
     if scheme not in _RDB_SCHEMES or "://" not in url:
         raise ConfigError(
-            f"--optuna-storage {url!r}: expected an Optuna RDB URL (sqlite:///PATH.db, postgresql://..., "
+            f"--optuna-storage {shown!r}: expected an Optuna RDB URL (sqlite:///PATH.db, postgresql://..., "
             "mysql://...) or journal:PATH"
         )
     if scheme == "sqlite":
@@ -98,12 +109,33 @@ def make_storage(url: str, attempts: int = 5) -> optuna.storages.BaseStorage:
         return JournalStorage(JournalFileBackend(url[len("journal:") :]))
     from sqlalchemy.exc import IntegrityError, OperationalError
 
+    from superfan.redact import reveal
+
+    real = reveal(url, "--optuna-storage")
     for attempt in range(1, attempts):
         try:
-            return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+            return RedactedRDBStorage(real, heartbeat_interval=None)
         except (IntegrityError, OperationalError):
             time.sleep(0.2 * attempt)
-    return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+    return RedactedRDBStorage(real, heartbeat_interval=None)
+
+
+class RedactedRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's ``RDBStorage`` that pickles its URL redacted (Tune pickles the searcher, and with it this
+    storage, into ``tuner.pkl`` and the searcher state on storage): unpickled in the driver, it reconnects
+    with the real URL from the driver's memory (:mod:`superfan.redact`)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        from superfan.redact import redact
+
+        state = super().__getstate__()
+        state["url"] = redact(state["url"])
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from superfan.redact import reveal
+
+        super().__setstate__({**state, "url": reveal(state["url"], "--optuna-storage")})
 
 
 def startup_trials(samples: int) -> int:

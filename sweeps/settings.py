@@ -19,10 +19,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from superfan import storage
-from superfan.config import Config, from_dict, load_config
+from superfan.config import MAX_EPOCHS, Config, _not_bool, from_dict, load_config
 from superfan.errors import ConfigError
 from sweeps.space import FIXED, SPEC_TYPES, Section
 
@@ -38,14 +47,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+#: Upper bounds, checked before Ray starts: counts (epochs, trials, workers, concurrency, grace period) and
+#: the synthetic faces packed when no data is given.
+MAX_COUNT = MAX_EPOCHS
+MAX_SYNTHETIC = 1_000_000
 #: A count that must be at least 1 (epochs, trials, workers, concurrency): 0 or less is a typo, never a setting.
-Count = Annotated[int, Field(ge=1)]
+Count = Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=MAX_COUNT)]
 
 
 class SweepSettings(_Strict):
     """The ``sweep:`` block of a sweep file, after command-line overrides. Saved as ``sweep.json``."""
 
-    samples: int = Field(4, ge=1)
+    samples: Count = 4
     metric: str = METRIC
     mode: Literal["max", "min"] = "max"
     multi_objective: bool = False
@@ -53,7 +66,7 @@ class SweepSettings(_Strict):
     stages: list[str] | None = None  #: stage names to run per trial (default: all non-teacher stages)
     epochs: Count | dict[str, Count] | None = None  #: per selected stage (int) or per name
     teacher_epochs: Count | None = None  #: epochs of the teacher stage when the sweep trains the teacher
-    grace_period: int = Field(1, ge=1)
+    grace_period: int = Field(1, ge=1, le=MAX_COUNT)
     reduction_factor: int = Field(2, ge=2)
     workers_per_trial: Count | None = None  #: default: the config's train.workers
     #: trials at once. Default: GPU trials all at once (their pending placement groups are what makes an
@@ -66,15 +79,15 @@ class SweepSettings(_Strict):
     trial_memory_gb: float = Field(0.25, ge=0)  #: what the (CPU-less) trial actor reserves
     #: stop starting new trials once the trials' device-hours add up to this (sweeps/budget.py)
     budget_hours: float | None = Field(None, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)  #: Optuna's and NumPy's seed range
     #: the Optuna study's storage: an RDB URL (sqlite:///path.db, postgresql://..., mysql://...) or
     #: journal:PATH (Optuna's journal file, for a shared filesystem); None: sweeps.searcher.default_storage
     optuna_storage: str | None = None
     #: MLflow tracking URI: every trial's params, metrics per epoch and tags, and the champion as a registered
     #: model version with the alias "champion" (needs the optional `mlflow` extra); None: off
     mlflow: str | None = None
-    synthetic_train: int = Field(512, ge=1)
-    synthetic_val: int = Field(128, ge=1)
+    synthetic_train: int = Field(512, ge=1, le=MAX_SYNTHETIC)
+    synthetic_val: int = Field(128, ge=1, le=MAX_SYNTHETIC)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, source: str) -> SweepSettings:

@@ -35,9 +35,9 @@ def mlflow_callback(sweep: Sweep) -> Any:
     """Ray Tune's ``MLflowLoggerCallback`` for this sweep (an experiment named after it), or None when off."""
     if not sweep.settings.mlflow:
         return None
-    from ray.air.integrations.mlflow import MLflowLoggerCallback
+    from sweeps.mlflow_callback import RedactedMLflowLoggerCallback
 
-    return MLflowLoggerCallback(
+    return RedactedMLflowLoggerCallback(
         tracking_uri=sweep.settings.mlflow, experiment_name=sweep.name, tags=_tags(sweep), save_artifact=False
     )
 
@@ -50,7 +50,9 @@ def register_champion(sweep: Sweep, champion: Any) -> str | None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=sweep.settings.mlflow)
+    from superfan.redact import reveal
+
+    client = MlflowClient(tracking_uri=reveal(sweep.settings.mlflow, "--mlflow"))
     manifest = champion.manifest
     try:
         client.get_registered_model(sweep.name)

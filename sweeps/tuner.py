@@ -117,7 +117,7 @@ def build_tuner(sweep: Sweep, teacher: str) -> Any:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from superfan.train.driver import storage_location, use_gpu
+    from superfan.train.driver import use_gpu
     from sweeps.searcher import ResumableOptunaSearch  # imports Ray: not before a command needs it
 
     s = sweep.settings
@@ -151,7 +151,7 @@ def build_tuner(sweep: Sweep, teacher: str) -> Any:
         grace_period=min(s.grace_period, sweep.total_epochs),  # a sweep shortened by --epochs keeps working
         reduction_factor=s.reduction_factor,
     )
-    path, fs = storage_location(storage.join(sweep.storage, "sweeps"))
+    path, fs = _sweeps_location(sweep)
     device = f"{cfg.train.gpus_per_worker:g} GPU" if gpu else f"{cfg.train.cpus_per_worker:g} CPU"
     print(
         f"sweep {sweep.name}: {s.samples} trials, {limit} at a time, {sweep.total_epochs} epochs each, "
@@ -179,10 +179,18 @@ def build_tuner(sweep: Sweep, teacher: str) -> Any:
     )
 
 
-def _experiment_path(sweep: Sweep) -> tuple[str, Any]:
+def _sweeps_location(sweep: Sweep) -> tuple[str, Any]:
+    """Where Tune keeps the experiment, through :class:`sweeps.sealing.SealingFS`: every pickle it writes
+    there is sealed, and checked before it is read back (the driver has called ``sealing.arm``)."""
     from superfan.train.driver import storage_location
+    from sweeps.sealing import sealing_location
 
     path, fs = storage_location(storage.join(sweep.storage, "sweeps"))
+    return sealing_location(path, fs, sweep.name)
+
+
+def _experiment_path(sweep: Sweep) -> tuple[str, Any]:
+    path, fs = _sweeps_location(sweep)
     return f"{path}/{sweep.name}", fs
 
 

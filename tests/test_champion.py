@@ -198,20 +198,134 @@ def test_a_killed_pull_leaves_a_whole_champion_and_the_next_cleans_up(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".champion.")], list(tmp_path.iterdir())
 
 
-def test_a_pull_killed_between_the_fallback_renames_is_put_back(history: list[Candidate], tmp_path: Path) -> None:
-    """Where the OS cannot exchange two directories: the old champion sits in ``.<name>.old-*`` after a kill
-    between the two renames, and the next pull puts it back before anything else."""
+def test_a_pull_killed_between_the_fallback_renames_is_put_back(
+    history: list[Candidate], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the OS cannot exchange two directories: the old champion sits in the sibling the journal names
+    after a death between the two renames, and the next pull puts it back before anything else."""
+    from superfan import champion, faults
+
     store = tmp_path / "store"
+    promote(history[:3], str(store), "s")
     promote(history, str(store), "s")
     dest = tmp_path / "champion"
-    pull(str(store / "champions" / "s"), dest, quiet=True)
-    dest.rename(tmp_path / ".champion.old-1234abcd")  # the state a kill between the renames leaves
-    (tmp_path / ".champion.pull-xyz").mkdir()
-    from superfan.champion import _clean_leftovers
+    pull(str(store / "champions" / "s" / "v0001"), dest, quiet=True)
 
-    _clean_leftovers(dest)
+    class Died(BaseException):
+        pass
+
+    def die(point: str) -> None:
+        if point == "pull.between_renames":
+            raise Died
+
+    monkeypatch.setattr(champion, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(faults, "kill_point", die)
+    with pytest.raises(Died):
+        pull(str(store / "champions" / "s" / "v0002"), dest, quiet=True)
+    assert not dest.exists()
+    journal = json.loads((tmp_path / ".champion.superfan-pull-journal").read_text())
+    assert len(journal["olds"]) == 1 and (tmp_path / journal["olds"][0]).is_dir()
+    champion._clean_leftovers(dest)
     assert verify_champion(dest)["version"] == "v0001"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_pull_deletes_only_what_it_recorded(history: list[Candidate], tmp_path: Path) -> None:
+    """Issue 29: the cleanup built a glob from the destination's name: pulling into ``dir/*`` deleted the
+    hidden siblings ``.mail.old-x`` and ``.photos.old-2019`` of the user's. Now leftovers are only the exact
+    names a pull recorded in its journal; siblings that merely look like them are never touched."""
+    store = tmp_path / "store"
+    promote(history, str(store), "s")
+    home = tmp_path / "home"
+    (home / "dir").mkdir(parents=True)
+    siblings = [home / "dir" / ".mail.old-x", home / "dir" / ".photos.old-2019", home / ".champion.old-2019",
+                home / ".champion.pull-mine"]  # fmt: skip
+    for d in siblings:
+        d.mkdir()
+        (d / "keep.txt").write_text("precious")
+    pull(str(store / "champions" / "s"), home / "dir" / "*", quiet=True)
+    assert verify_champion(home / "dir" / "*")["version"] == "v0001"
+    pull(str(store / "champions" / "s"), home / "champion", quiet=True)
+    pull(str(store / "champions" / "s"), home / "champion", quiet=True)  # over its own: cleans its own only
+    for d in siblings:
+        assert (d / "keep.txt").read_text() == "precious", d
+    assert sorted(p.name for p in home.iterdir()) == [".champion.old-2019", ".champion.pull-mine", "champion", "dir"]
+
+
+def test_a_second_pull_keeps_the_files_a_user_added(
+    history: list[Candidate], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    store = tmp_path / "store"
+    promote(history[:3], str(store), "s")
+    promote(history, str(store), "s")
+    dest = tmp_path / "champion"
+    pull(str(store / "champions" / "s" / "v0001"), dest, quiet=True)
+    (dest / "NOTES.txt").write_text("my notes")
+    (dest / "eval").mkdir()
+    (dest / "eval" / "table.md").write_text("| auc |")
+    (dest / "scratch").mkdir()
+    capsys.readouterr()
+    pull(str(store / "champions" / "s" / "v0002"), dest, quiet=True)
+    assert verify_champion(dest)["version"] == "v0002"
+    assert (dest / "NOTES.txt").read_text() == "my notes" and (dest / "eval" / "table.md").read_text() == "| auc |"
+    assert (dest / "scratch").is_dir()
+    assert "kept 3 file(s) you added" in capsys.readouterr().out
+    # A user file where the new champion has one of its own: refused, nothing changed.
+    (dest / "NOTES.txt").unlink()
+    marker = json.loads((dest / ".superfan-pull.json").read_text())
+    marker["files"].remove("checkpoint.pt")  # as if the user had put checkpoint.pt there
+    (dest / ".superfan-pull.json").write_text(json.dumps(marker))
+    with pytest.raises(UserError, match="you added it, and the new champion has a file of that name"):
+        pull(str(store / "champions" / "s" / "v0001"), dest, quiet=True)
+    assert verify_champion(dest)["version"] == "v0002" and (dest / "eval" / "table.md").exists()
+
+
+def _pull_cli(url: str, dest: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "superfan.cli", "pull", url, dest, "--quiet"],
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+
+
+def test_every_unusable_pull_path_is_one_line(history: list[Candidate], tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    promote(history, str(store), "s")
+    url = str(store / "champions" / "s")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "link-to-empty").symlink_to(tmp_path / "empty")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "afile").write_text("x")
+    cases = {
+        "link-to-empty": "is a symbolic link",
+        "dangling": "is a symbolic link",
+        "afile/champion": "is not a directory",
+        "afile/deeper/champion": "is not a directory",
+    }
+    for rel, expect in cases.items():
+        proc = _pull_cli(url, str(tmp_path / rel))
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and expect in lines[0], (rel, proc.stderr)
+    proc = _pull_cli(url, "/proc/superfan-test/champion")  # a parent nobody, root included, may write
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "cannot pull there" in lines[0], proc.stderr
+    assert not any((tmp_path / "empty").iterdir()) and (tmp_path / "afile").read_text() == "x"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    "files",
+    ['"checkpoint.pt"', "null", '[{"bytes": 1, "sha256": "x"}]', '[{"path": "a", "sha256": "x"}]', '["a"]',
+     '[{"path": "a", "bytes": "1", "sha256": "x"}]'],
+)  # fmt: skip
+def test_a_malformed_champion_manifest_is_one_line(history: list[Candidate], tmp_path: Path, files: str) -> None:
+    store = tmp_path / "store"
+    promote(history, str(store), "s")
+    mpath = store / "champions" / "s" / "v0001" / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    manifest["files"] = json.loads(files)
+    mpath.write_text(json.dumps(manifest))
+    proc = _pull_cli(str(store / "champions" / "s"), str(tmp_path / "dest"))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "files" in lines[0], proc.stderr
+    assert not (tmp_path / "dest").exists()
 
 
 def test_latest_must_name_a_version(history: list[Candidate], tmp_path: Path) -> None:

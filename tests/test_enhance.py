@@ -427,7 +427,7 @@ def test_check_box_messages() -> None:
     assert check_box([8, 8, 10, 10], 10, 10) == (8.0, 8.0, 10.0, 10.0), "may stick out of the image"
     for box, msg in [([0, 0, 0, 5], "zero or negative size"), ([-1, 0, 5, 5], "negative coordinates"),
                      ([10, 0, 5, 5], "outside the 10x10 image"), ([0, 0, float("nan"), 5], "not finite"),
-                     (["a", 0, 5, 5], "expected 4 numbers")]:  # fmt: skip
+                     (["a", 0, 5, 5], "expected 4 numbers"), (None, "expected 4 numbers")]:  # fmt: skip
         with pytest.raises(BoxError, match=msg):
             check_box(box, 10, 10)
 
@@ -528,3 +528,36 @@ def test_bad_device_is_one_line_error(checkpoint_dir: Path, tmp_path: Path, caps
     assert _cli(str(checkpoint_dir), str(img), "--device", "gpu", "-o", str(tmp_path / "o")) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unknown device 'gpu'" in err
+
+
+def test_enhance_output_names_are_unique_per_input(
+    checkpoint_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 29: ``a.jpg``, ``a.png``, ``a-1.png`` gave 3 faces but 2 files; an input inside ``OUT/faces``
+    was overwritten; ``-o`` a file was a traceback."""
+    from PIL import Image
+
+    from superfan.commands.enhance import _unique_stems
+
+    rng = np.random.default_rng(0)
+    paths = [tmp_path / "in" / n for n in ("a.jpg", "a.png", "a-1.png")]
+    for p in paths:
+        p.parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(p)
+    out = tmp_path / "out"
+    assert _cli(str(checkpoint_dir), *map(str, paths), "-o", str(out), "--no-progress") == 0
+    assert len(json.loads((out / "landmarks.json").read_text())["faces"]) == 3
+    assert len(list((out / "faces").glob("*.png"))) == 3 and len(list((out / "overlays").glob("*.png"))) == 3
+    names = _unique_stems([Path("x/a.jpg"), Path("y/a.jpg"), Path("A.png"), Path("a-1.png")])
+    assert len({n.casefold() for n in names.values()}) == 4, names
+    # An input where enhance writes: refused, the input untouched.
+    inside = out / "faces" / "a.png"
+    before = inside.read_bytes()
+    capsys.readouterr()
+    assert _cli(str(checkpoint_dir), str(inside), "-o", str(out), "--no-progress") == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "note:" not in line]
+    assert len(err) == 1 and "where enhance writes its outputs" in err[0] and inside.read_bytes() == before
+    (tmp_path / "afile").write_text("x")
+    assert _cli(str(checkpoint_dir), str(paths[0]), "-o", str(tmp_path / "afile"), "--no-progress") == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "note:" not in line]
+    assert len(err) == 1 and "exists and is not a directory" in err[0]

@@ -7,7 +7,13 @@ Over 1,000 generated malformed inputs per run of the suite, derandomised so that
 * shard bytes flipped inside members' data (headers intact): no exception, no sample lost;
 * shard manifests (random JSON, mutated fields): a ShardSet or one line naming the file;
 * sweep files (mutated settings, specs and config sections): a plan or one ``ConfigError`` line;
-* config overrides (any field, any value: negative, infinite, NaN, strings, lists): a Config or one line.
+* config overrides (any field, any value: negative, infinite, NaN, strings, lists): a Config or one line;
+* champion manifests (``files`` mutated): ``pull`` places a verified champion or is one line, and never
+  touches a file beside the destination;
+* ``pull`` destinations (names with glob characters, dots, hidden siblings that look like its leftovers,
+  symlinks, files on the way): a champion or one line, and every sibling survives;
+* ``enhance`` boxes (any value as a box, against any image size) and ``--boxes`` files (any JSON, any
+  text): a box, a one-line ``BoxError``, or one ``UserError`` line.
 
 "No traceback" means: the only exceptions that may escape are superfan's user errors, each one line.
 """
@@ -35,7 +41,8 @@ from superfan.data.tarstream import tar_samples
 from superfan.errors import UserError
 
 #: Examples per property; their sum is the suite's count of malformed inputs (docs/faults.md).
-EXAMPLES = {"members": 250, "bytes": 150, "manifests": 200, "sweeps": 200, "overrides": 300}
+EXAMPLES = {"members": 250, "bytes": 150, "manifests": 200, "sweeps": 200, "overrides": 300,
+            "champion_manifests": 300, "pull_paths": 200, "boxes": 1000, "boxes_files": 500}  # fmt: skip
 #: Inputs each property actually ran on in this session (Hypothesis may stop early on a small space).
 RAN = dict.fromkeys(EXAMPLES, 0)
 
@@ -247,7 +254,125 @@ def test_any_override_is_a_config_or_one_line(key: str, value: Any, raw: bool) -
     assert isinstance(cfg, Config)
 
 
-def test_the_suite_ran_over_a_thousand_inputs() -> None:
+# ------------------------------------------------------------------------------ pull and enhance
+
+
+def _champion(root: Path) -> Path:
+    """A real promoted champion (superfan.champion.promote) under ``root``: its version directory."""
+    from superfan.champion import Candidate, promote
+
+    ckpt = root / "run" / "ckpt"
+    ckpt.mkdir(parents=True)
+    (ckpt / "checkpoint.pt").write_bytes(b"weights" * 100)
+    (ckpt / "config.yaml").write_text("profile: tiny\n")
+    metrics = {"val_auc_balanced": 0.5, "global_epoch": 1}
+    champ = promote([Candidate(str(ckpt), metrics, "t", {})], str(root / "store"), "fz")
+    assert champ is not None
+    return Path(champ.url)
+
+
+FILE_ENTRY = st.fixed_dictionaries(
+    {}, optional={"path": ODD | st.sampled_from(["checkpoint.pt", "../x", "/etc/passwd", ".superfan-pull.json"]),
+                  "bytes": ODD, "sha256": ODD | st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)},
+)  # fmt: skip
+
+
+@fuzz("champion_manifests")
+@given(files=st.one_of(JSON, ODD, st.lists(FILE_ENTRY | JSON, max_size=3)))
+def test_a_mutated_champion_manifest_is_pulled_or_one_line(files: Any) -> None:
+    RAN["champion_manifests"] += 1
+    from superfan.champion import pull
+
+    with tempfile.TemporaryDirectory() as d:
+        version = _champion(Path(d))
+        manifest = json.loads((version / "manifest.json").read_text())
+        manifest["files"] = files
+        (version / "manifest.json").write_text(json.dumps(manifest, allow_nan=True))
+        (Path(d) / "neighbour.txt").write_text("mine")
+        try:
+            pull(str(version), Path(d) / "dest", quiet=True)
+        except Exception as err:  # noqa: BLE001 - what escapes is the property under test
+            _one_line(err)
+        assert (Path(d) / "neighbour.txt").read_text() == "mine"
+        assert not [p for p in Path(d).iterdir() if ".pull-" in p.name or ".old-" in p.name]
+
+
+NAME = st.text(alphabet="ab*?[].-_ ", min_size=1, max_size=8).filter(lambda n: n not in {".", ".."})
+
+
+@fuzz("pull_paths")
+@given(name=NAME, sub=st.sampled_from(["", "afile", "link", "dangling", "sub"]), twice=st.booleans())
+def test_any_pull_destination_is_a_champion_or_one_line_and_siblings_survive(name: str, sub: str, twice: bool) -> None:
+    RAN["pull_paths"] += 1
+    from superfan.champion import pull, verify_champion
+
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        version = _champion(root / "c")
+        home = root / "home"
+        home.mkdir()
+        (home / "afile").write_text("x")
+        (home / "sub").mkdir()
+        (home / "link").symlink_to(home / "sub")
+        (home / "dangling").symlink_to(home / "nowhere")
+        siblings = [home / f".{name}.old-1", home / f".{name}.pull-2", home / "sub" / f".{name}.old-3",
+                    home / ".mail.old-x"]  # fmt: skip
+        for sib in siblings:
+            sib.mkdir(exist_ok=True)
+            (sib / "keep").write_text("k")
+        dest = home / sub / name if sub else home / name
+        for _ in range(2 if twice else 1):
+            try:
+                pull(str(version), dest, quiet=True)
+                assert verify_champion(dest)["name"] == "fz"
+            except Exception as err:  # noqa: BLE001 - what escapes is the property under test
+                _one_line(err)
+        for sib in siblings:
+            assert (sib / "keep").read_text() == "k", sib
+        assert (home / "afile").read_text() == "x"
+
+
+BOX = st.one_of(ODD, JSON, st.lists(st.one_of(st.integers(-10**6, 10**6), st.floats(), st.booleans(), st.none(),
+                                               st.text(max_size=3)), max_size=6))  # fmt: skip
+
+
+@fuzz("boxes")
+@given(box=BOX, width=st.integers(1, 5000), height=st.integers(1, 5000))
+def test_any_box_is_a_box_inside_its_bounds_or_one_line(box: Any, width: int, height: int) -> None:
+    RAN["boxes"] += 1
+    from superfan.infer import MAX_BOX_FACTOR, BoxError, check_box
+
+    try:
+        x, y, w, h = check_box(box, width, height)
+    except BoxError as err:
+        assert str(err).strip() and "\n" not in str(err)
+        return
+    assert all(math.isfinite(v) for v in (x, y, w, h)) and w > 0 and h > 0
+    assert max(w, h) <= MAX_BOX_FACTOR * max(width, height) and x < width and y < height
+
+
+@fuzz("boxes_files")
+@given(content=st.one_of(JSON, st.dictionaries(st.text(max_size=6), BOX, max_size=3),
+                         st.text(alphabet="0123456789 .-\nab/jpg", max_size=60), st.binary(max_size=40)))  # fmt: skip
+def test_a_boxes_file_is_a_table_or_one_line(content: Any) -> None:
+    RAN["boxes_files"] += 1
+    from superfan.commands.enhance import parse_boxes
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d, "boxes.json" if not isinstance(content, str | bytes) else "bbx_gt.txt")
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content if isinstance(content, str) else json.dumps(content, allow_nan=True))
+        try:
+            table = parse_boxes(path)
+        except Exception as err:  # noqa: BLE001 - what escapes is the property under test
+            _one_line(err)
+            return
+        assert isinstance(table, dict) and all(isinstance(v, list) for v in table.values())
+
+
+def test_the_suite_ran_over_three_thousand_inputs() -> None:
     if not all(RAN.values()):
         pytest.skip("counts only when every property of this file ran in this session")
-    assert sum(RAN.values()) >= 1000, RAN
+    assert sum(RAN.values()) >= 3000, RAN

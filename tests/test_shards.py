@@ -491,3 +491,16 @@ def test_hash_range_splits_disjointly_and_stably(tmp_path: Path) -> None:
     assert all(key_fraction(k) < 0.5 for k in a) and all(key_fraction(k) >= 0.5 for k in b)
     assert train["sources"][0]["outside_hash_range"] == len(b) and val["sources"][0]["hash_range"] == [0.5, 1.0]
     assert main(["pack", "synthetic", "4", str(tmp_path / "c"), "--split", "x", "--hash-range", "0.5"]) == 2
+
+
+def test_sources_that_pack_to_one_key_are_not_merged(tmp_path: Path) -> None:
+    """Issue 29: ``dup.a`` and ``dup_a`` sanitise to one sample key; both were written, and the pack's own
+    ``verify`` then failed (webdataset merged them). The second is now a counted rejection."""
+    src = tmp_path / "src"
+    for i, stem in enumerate(("dup.a", "dup_a", "other")):
+        write_image(src / f"{stem}.jpg", seed=i)
+        write_pts(src / f"{stem}.pts", face_points())
+    manifest = pack_local("300w", src, tmp_path / "out", shard_size=10)
+    assert manifest["samples"] == 2 and manifest["rejected"] == {REASONS["duplicate_key"]: 1}, manifest["rejected"]
+    assert verify(str(tmp_path / "out"))["samples"] == 2
+    assert len(read_samples(tmp_path / "out")) == 2

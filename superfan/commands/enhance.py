@@ -207,8 +207,18 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         raise UserError("no input images")
     out: Path = args.out
-    (out / "faces").mkdir(parents=True, exist_ok=True)
-    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"-o {out}: exists and is not a directory")
+    for sub in ("faces", "overlays"):  # what enhance writes into; an input there would be overwritten
+        inside = [p for p in paths if p.resolve().parent == (out / sub).resolve()]
+        if inside:
+            raise UserError(f"{inside[0]}: an input inside {out / sub}, where enhance writes its outputs; "
+                            "move it or choose another -o (nothing written)")  # fmt: skip
+    try:
+        (out / "faces").mkdir(parents=True, exist_ok=True)
+        (out / "overlays").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"-o {out}: cannot create it ({err.strerror or err})") from None
 
     faces: list[Face] = []
     skipped: list[dict[str, str]] = []
@@ -311,14 +321,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _unique_stems(paths: list[Path]) -> dict[Path, str]:
-    """Output names from input file names, disambiguated when two inputs share a stem."""
-    seen: dict[str, int] = {}
+    """Output names from input file names, unique per input: a stem shared by two inputs (``a.jpg``,
+    ``a.png``) gets ``-1``, ``-2``... skipping every name already given, another input's own stem included
+    (``a-1.png``), compared without case (a case-insensitive filesystem would merge ``A`` and ``a``)."""
+    taken = {p.stem.casefold() for p in paths}
+    used: set[str] = set()
     out = {}
     for p in paths:
-        stem = p.stem
-        n = seen.get(stem, 0)
-        seen[stem] = n + 1
-        out[p] = stem if n == 0 else f"{stem}-{n}"
+        name, n = p.stem, 0
+        while name.casefold() in used or (n > 0 and name.casefold() in taken):
+            n += 1
+            name = f"{p.stem}-{n}"
+        used.add(name.casefold())
+        out[p] = name
     return out
 
 

@@ -90,6 +90,7 @@ def _failure_line(err: BaseException) -> str:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from superfan.names import check_name
     from superfan.stagekinds import require_teacher
     from superfan.train.driver import (
         build_trainer,
@@ -101,13 +102,15 @@ def run(args: argparse.Namespace) -> int:
         run_url,
     )
 
+    if args.name is not None:  # before anything else: a run name becomes a storage path
+        check_name(args.name)
     cfg = _config(args)
     stages = None
     if args.what == "fan":
         stages = [s.name for s in cfg.stages if s.kind == "fan"]
     elif args.stages:
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    name = args.name or f"{args.what}-{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = check_name(args.name or f"{args.what}-{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}")
     root = args.storage or cfg.train.storage
     stages = resolve_stages(cfg, stages, args.init)  # user errors before Ray starts
     teacher = getattr(args, "teacher", None) or cfg.train.teacher

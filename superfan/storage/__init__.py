@@ -60,8 +60,8 @@ __all__ = [
     "ALLOW_COMMAND_URLS_ENV", "BOTOCORE_MAX_ATTEMPTS", "COMMAND_SCHEMES", "DEFAULT_RETRY_SECONDS", "RETRY_MODE_ENV",
     "RETRY_SECONDS_ENV", "RetryingArrowFS", "_arrow_transient", "absolute", "arrow_error_code", "check_url",
     "check_writable", "create_exclusive", "delete", "download_file", "endpoint", "exists", "fsync_dir", "is_s3",
-    "join", "list_files", "open_read", "pyarrow_fs", "read_bytes", "read_text", "reset_clients", "retry_seconds",
-    "retry_stats", "retry_window", "s3_client", "split_s3", "upload_file", "write_bytes", "write_text",
+    "join", "list_files", "move", "open_read", "pyarrow_fs", "read_bytes", "read_text", "reset_clients",
+    "retry_seconds", "retry_stats", "retry_window", "s3_client", "split_s3", "upload_file", "write_bytes", "write_text",
 ]  # fmt: skip
 
 # The operations call each other through this module's names (write_text -> write_bytes...), so a test
@@ -147,6 +147,17 @@ def download_file(url: str | os.PathLike[str], local: str | os.PathLike[str]) ->
         _s3.download_file(url, local)
     else:
         _local.download_file(url, local)
+
+
+def move(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Move one object or file within one store (S3: server-side copy, then delete; local: rename)."""
+    src, dst = str(src), str(dst)
+    if is_s3(src) != is_s3(dst):
+        raise StorageError(f"{src} -> {dst}: a move stays within one store")
+    if is_s3(src):
+        _s3.move(src, dst)
+    else:
+        _local.move(src, dst)
 
 
 def delete(url: str | os.PathLike[str]) -> None:

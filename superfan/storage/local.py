@@ -100,6 +100,16 @@ def upload_file(local: str | os.PathLike[str], url: str) -> None:
     _write_local(url, copy)
 
 
+def move(src: str, dst: str) -> None:
+    """``rename(2)``: atomic on one filesystem; the directory synced after."""
+    try:
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+    except OSError as err:
+        raise StorageError(f"{src} -> {dst}: cannot move ({err.strerror or err})") from None
+    fsync_dir(Path(dst).parent)
+
+
 def create_exclusive(url: str, data: bytes) -> bool:
     """``O_CREAT | O_EXCL``, then the data synced; a claim that cannot be written is removed again."""
     path = Path(url)

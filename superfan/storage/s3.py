@@ -220,6 +220,14 @@ def download_file(url: str, local: str | os.PathLike[str]) -> None:
     _s3_call(url, s3_client().download_file, bucket, key, str(local))
 
 
+def move(src: str, dst: str) -> None:
+    """Server-side copy, then delete the source (objects up to 5 GB: a shard, a checkpoint file)."""
+    sb, sk = split_s3(src)
+    db, dk = split_s3(dst)
+    _s3_call(dst, s3_client().copy_object, Bucket=db, Key=dk, CopySource={"Bucket": sb, "Key": sk})
+    _s3_call(src, s3_client().delete_object, Bucket=sb, Key=sk)
+
+
 def delete(url: str) -> None:
     bucket, key = split_s3(url)
     _s3_call(url, s3_client().delete_object, Bucket=bucket, Key=key)
