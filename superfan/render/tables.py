@@ -65,13 +65,7 @@ def table2_markdown(results: dict[str, Any]) -> str:
     """Table 2 laid out like the paper's: rows = methods, AUC@threshold (%) per yaw bin + balanced."""
     keys, names = results["pose_bins"]["keys"], results["pose_bins"]["names"]
     header = ["Method", *names, "balanced"]
-    rows = []
-    for row in results["table2"]:
-        cells = []
-        for k in [*keys, "balanced"]:
-            v = row["auc"].get(k)
-            cells.append("–" if v is None else f"{100 * v:.1f}%")
-        rows.append([row["method"], *cells])
+    rows = [[row["method"], *_auc_cells(row["auc"], keys)] for row in results["table2"]]
     thr = results["threshold"]
     title = (
         f"Table 2: AUC of the CED curve up to NME {thr:g} (normaliser sqrt(w*h) of the ground-truth "
@@ -89,11 +83,7 @@ def _inner_and_groups_markdown(results: dict[str, Any]) -> str:
     if not rows2:
         return ""
     keys, names = results["pose_bins"]["keys"], results["pose_bins"]["names"]
-    inner = [
-        [r["method"], *("–" if r["auc_inner"].get(k) is None else f"{100 * r['auc_inner'][k]:.1f}%"
-                        for k in [*keys, "balanced"])]
-        for r in rows2
-    ]  # fmt: skip
+    inner = [[r["method"], *_auc_cells(r["auc_inner"], keys)] for r in rows2]
     groups = list(rows2[0].get("nme_groups") or {})
     parts = [
         "\nTable 2 on the 51 inner points (the 17 jaw points left out; same normaliser, all 68 points' box).\n",
@@ -106,6 +96,11 @@ def _inner_and_groups_markdown(results: dict[str, Any]) -> str:
         title = f"\nMean NME (% of sqrt(w*h)) per landmark group, |yaw| {n}.\n"
         parts += [title, _md_table(["Method", *groups], cells)]
     return "\n".join(parts) + "\n"
+
+
+def _auc_cells(auc: dict[str, float | None], keys: list[str]) -> list[str]:
+    """One Table 2 row's cells: AUC in % per yaw bin, then balanced; "–" for an empty bin."""
+    return ["–" if auc.get(k) is None else f"{100 * auc[k]:.1f}%" for k in [*keys, "balanced"]]
 
 
 def _pct(v: float | None) -> float | None:
