@@ -8,8 +8,9 @@ annotation noise, and the orthographic model has no focal length to guess.
 
 The template (:data:`TEMPLATE`) cannot be downloaded here, so it is built from an anthropometric layout
 (millimetres, adult averages: outer eye corners 90 mm apart, inner 32 mm, mouth 50 mm wide 60 mm below
-the eyes, chin 115 mm below the eyes, nose tip ~36 mm in front of the inner eye corners, the jaw contour
-on an ellipse that wraps 55 mm back at the ears). It is a *mean* face, so individual shape is absorbed as
+the eyes, chin 106 mm below the eyes, nose tip ~36 mm in front of the inner eye corners, the jaw contour
+300-W's mean outline in the image plane and the mandible's depth from anthropometry, 70 mm back below the
+ears: :data:`_JAW_RIGHT`). It is a *mean* face, so individual shape is absorbed as
 residual; what matters for yaw is the ratio of nose depth to face width, which this layout gets right.
 
 Axes and signs: camera coordinates with x to the image right, y down, z towards the camera. Angles are
@@ -27,9 +28,10 @@ Accuracy (measured with this code; reproduce with :func:`compare_with_csv` and t
   -20..20, plus Gaussian noise of sd 1.5% of the outer-eye-corner distance: mean absolute error yaw 0.3,
   pitch 0.5, roll 0.4 degrees (worst of 300: yaw 1.3). This bounds the fit, not the template's realism.
 * the 2,012 real faces of ``faces-300w`` against the shipped ``yaw_estimated_*.csv`` (another template
-  fit, itself ~3.5 degrees from ground truth): mean absolute difference 2.2 degrees, median 1.8, 95th
-  percentile 6.0, mean signed difference +0.9, correlation 0.986. So on real near-frontal faces expect
-  roughly 3-5 degrees of error against ground truth -- ample for the paper's 30-degree pose bins.
+  fit, itself ~3.5 degrees from ground truth): mean absolute difference 3.0 degrees, median 2.4, 95th
+  percentile 8.2, mean signed difference +0.9, correlation 0.986.
+* the 1,008 real faces of AFLW2000-dev (2D-3D landmarks, ground-truth yaw): mean absolute error 4.0 /
+  6.4 / 4.6 degrees in the [0,30) / [30,60) / [60,90] bins -- ample for the paper's 30-degree pose bins.
 * about 2.5 ms per face on one CPU core (LM least squares from an affine initialisation).
 """
 
@@ -42,19 +44,40 @@ from pathlib import Path
 
 import numpy as np
 
+#: The right half of the jaw contour, ear (0) to chin (8), mm in the template's frame before centring.
+#: x and y: the outline 300-W annotates, fitted to the 2,011 faces of faces-300w with the camera fitted on
+#: the inner points (``python -m devtools.fit_template_jaw``). z (depth, which no frontal annotation shows):
+#: from adult anthropometric norms (Farkas, *Anthropometry of the Head and Face*, 1994): the outline's
+#: upper half is the ramus of the mandible, which stands below the ear, ~70 mm behind the chin (tragion
+#: ~118 mm from subnasale, tragion-tragion ~144 mm; gonion ~88 mm from gnathion, gonion-gonion ~94 mm);
+#: below the gonion the body of the mandible turns forward to the chin on a parabola in the top view,
+#: ``z = -66 (x / 60)^2`` capped at the ramus's -70. Every profiled view is drawn and labelled with this
+#: depth, so a jaw too shallow puts a profile's jaw over the cheek instead of towards the ear. Measured on
+#: AFLW2000-dev's real faces (ground-truth yaw, never fitted to): the template's jaw, posed by the inner
+#: points, lies 7.9% of the face size from the annotated one beyond 60 degrees (16.1% with a 55 mm deep
+#: ellipse), and the yaw estimated from all 68 points is 4.0 / 6.4 / 4.6 degrees from the ground truth per
+#: bin (5.6 / 8.3 / 4.8). docs/paper.md, "The jaw in depth".
+_JAW_RIGHT = (
+    (-70.3, -0.2, -70.0),
+    (-69.4, 19.2, -70.0),
+    (-67.4, 38.3, -70.0),
+    (-63.9, 56.8, -70.0),
+    (-56.8, 73.1, -59.0),
+    (-45.6, 86.4, -38.0),
+    (-31.9, 96.9, -18.7),
+    (-16.7, 104.7, -5.1),
+    (0.0, 106.3, 0.0),
+)
 
-def _template() -> np.ndarray:
-    """68x3 mean face in mm (x right, y down, z towards the camera), iBUG order, centred later."""
+
+def _template_uncentred() -> np.ndarray:
+    """68x3 mean face in mm (x right, y down, z towards the camera), iBUG order, before centring."""
     pts = np.zeros((68, 3))
-    # Jaw 0-16: from the subject's right ear (image left) under the chin to the left ear. An ellipse in
-    # x/y (half width 70 at eye level, chin 115 below the eyes) that wraps back in depth towards the ears.
-    for i in range(17):
-        th = math.pi * i / 16.0  # 0 .. pi
-        c, s = math.cos(th), math.sin(th)
-        x = -70.0 * math.copysign(abs(c) ** 0.85, c)
-        y = 8.0 + 107.0 * s**1.15
-        z = -55.0 * c * c - 2.0 * s
+    # Jaw 0-16: from the subject's right ear (image left) under the chin to the left ear; the left side
+    # mirrors the right (_JAW_RIGHT).
+    for i, (x, y, z) in enumerate(_JAW_RIGHT):
         pts[i] = (x, y, z)
+        pts[16 - i] = (-x, y, z)
     # Brows 17-21 (right, outer -> inner) and 22-26 (left, inner -> outer).
     right_brow = [(-56, -17, -24), (-46, -25, -11), (-34, -28, -3), (-22, -27, 1), (-10, -23, 3)]
     # Nose bridge 27-30 (nasion -> tip) and nose base 31-35 (right ala -> left ala).
@@ -80,6 +103,11 @@ def _template() -> np.ndarray:
                   (-re[0][0], *re[0][1:]), (-re[5][0], *re[5][1:]), (-re[4][0], *re[4][1:])]  # fmt: skip
     pts[48:60] = outer_mouth
     pts[60:68] = inner_mouth
+    return pts
+
+
+def _template() -> np.ndarray:
+    pts = _template_uncentred()
     return pts - pts.mean(axis=0)
 
 

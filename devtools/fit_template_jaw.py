@@ -1,0 +1,70 @@
+"""Fit the 3D jaw of superfan.pose's mean face to the visible jaw of faces-300w (the table in ``_template``).
+
+    python -m devtools.fit_template_jaw [FACES_300W_DIR]      (default ../shared/data/faces-300w)
+
+Why: the template's jaw sets where every profiled view's jaw is drawn and labelled (the face mesh and the 3D
+jaw contour of ``shards.profile`` and ``shards.convention`` take their depth from it). On a face turned by
+yaw, a jaw point's image position moves with its depth, so the depth can be read off turned faces. 300-W's
+annotation follows the *visible* outline, which on the side that faces the camera is the 3D jaw contour; so
+every face's near-side jaw (flipped to one side) constrains the template's: with the camera fitted on the 51
+inner points, each jaw point's 3D position is the least-squares solution of ``p = s * R[:2] @ X + t`` over all
+faces. Only training data is used (faces-300w); real profile sets are for measuring, never for fitting.
+
+Prints the 9 points (ear to chin, subject's right side; the left side mirrors them) in the template's
+frame before centring, ready to paste.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from superfan.landmarks import flip_points
+from superfan.pose import TEMPLATE, _template_uncentred, fit_camera, read_pts
+
+#: The camera is fitted on the inner points; the jaw is what is estimated.
+INNER_ONLY = np.where(np.arange(68) < 17, 0.0, 1.0)
+MAX_YAW = 50.0  # beyond it 300-W's few faces are too sparse to trust
+MAX_RMSE = 0.15  # a poor inner-point fit says more about the annotation than about the jaw
+
+
+def fit(root: Path) -> tuple[np.ndarray, int]:
+    """``(points (9, 3) in the centred template frame, faces used)``."""
+    systems: list[tuple[list[np.ndarray], list[np.ndarray]]] = [([], []) for _ in range(9)]
+    used = 0
+    for path in sorted(root.rglob("*.pts")):
+        pts = read_pts(path)
+        cam = fit_camera(pts, weights=INNER_ONLY)
+        if abs(cam.yaw) > MAX_YAW or cam.rmse > MAX_RMSE:
+            continue
+        if cam.yaw > 0:  # positive yaw turns jaw 0-7 away: flip so that 0-8 is the near side
+            pts = flip_points(pts, 1000.0)
+            cam = fit_camera(pts, weights=INNER_ONLY)
+        used += 1
+        for i in range(9):
+            systems[i][0].append(cam.scale * cam.rotation[:2])
+            systems[i][1].append(pts[i] - cam.translation)
+    out = np.zeros((9, 3))
+    for i, (a, b) in enumerate(systems):
+        out[i], *_ = np.linalg.lstsq(np.concatenate(a), np.concatenate(b), rcond=None)
+    return out, used
+
+
+def main(argv: list[str]) -> int:
+    root = Path(argv[0] if argv else "../shared/data/faces-300w")
+    if not root.is_dir():
+        print(f"fit_template_jaw: {root} not found", file=sys.stderr)
+        return 2
+    jaw, used = fit(root)
+    offset = _template_uncentred().mean(axis=0)  # the table lives in the frame before centring
+    print(f"# fitted on the near-side jaw of {used} faces of {root}")
+    print("# ear -> chin (subject's right side), mm, template frame before centring:")
+    for i, p in enumerate(jaw + offset):
+        print(f"    ({p[0]:.1f}, {p[1]:.1f}, {p[2]:.1f}),  # {i}  (was {np.round(TEMPLATE[i] + offset, 1).tolist()})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
