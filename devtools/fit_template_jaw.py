@@ -3,15 +3,18 @@
     python -m devtools.fit_template_jaw [FACES_300W_DIR]      (default ../shared/data/faces-300w)
 
 Why: the template's jaw sets where every profiled view's jaw is drawn and labelled (the face mesh and the 3D
-jaw contour of ``shards.profile`` and ``shards.convention`` take their depth from it). On a face turned by
-yaw, a jaw point's image position moves with its depth, so the depth can be read off turned faces. 300-W's
-annotation follows the *visible* outline, which on the side that faces the camera is the 3D jaw contour; so
-every face's near-side jaw (flipped to one side) constrains the template's: with the camera fitted on the 51
-inner points, each jaw point's 3D position is the least-squares solution of ``p = s * R[:2] @ X + t`` over all
-faces. Only training data is used (faces-300w); real profile sets are for measuring, never for fitting.
+jaw contour of ``shards.profile`` and ``shards.convention`` take their position from it). With the camera
+fitted on the 51 inner points, each jaw point's 3D position is the least-squares solution of
+``p = s * R[:2] @ X + t`` over every face's near-side jaw (faces flipped to one side). Only training data is
+used (faces-300w); real profile sets are for measuring, never for fitting.
+
+Only x and y are taken from this fit (the outline 300-W annotates, as a frontal view shows it). The depth z
+is printed for comparison but not used: 300-W's faces are within ~45 degrees of frontal and its jaw follows
+the visible outline, which on a turned face is the occluding contour sliding over the cheek, not fixed 3D
+points; the fitted depth comes out ~20 mm shallower than the mandible's (superfan.pose: anthropometric).
 
 Prints the 9 points (ear to chin, subject's right side; the left side mirrors them) in the template's
-frame before centring, ready to paste.
+frame before centring.
 """
 
 from __future__ import annotations
