@@ -12,7 +12,7 @@ import math
 import os
 import sys
 
-from superfan.cliargs import HelpFormatter, add_version, deprecated, examples
+from superfan.cliargs import HelpFormatter, add_output_flags, add_version, deprecated, examples, output_flags
 
 FORMATS = ("300w", "mat", "ls3dw", "celeba", "widerface", "synthetic")
 
@@ -90,12 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'2d-3d': move a silhouette-annotated jaw (300-W) to the fitted 3D face's jaw contour, "
                    "the convention of AFLW2000-3D and LS3D-W; each sample records its landmark_convention "
                    "either way")  # fmt: skip
-    p.add_argument("--no-progress", dest="quiet", action="store_true", help="no progress bar")
-    p.add_argument("--quiet", dest="quiet", nargs=0, const=True, action=deprecated("--no-progress"))
+    add_output_flags(p)
     verify_help = "re-hash shards against their manifest"
     v = sub.add_parser("verify", help=verify_help, description=verify_help, formatter_class=HelpFormatter,
                        epilog=examples("python -m shards verify s3://faces/shards/300w-train"))  # fmt: skip
     v.add_argument("url", help="pack prefix or manifest.json URL")
+    add_output_flags(v)
     return parser
 
 
@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     from superfan.errors import run_command
 
     args = _parser().parse_args(argv)
-    return run_command(f"shards {args.command}", lambda: _run(args))
+    with output_flags(args):
+        return run_command(f"shards {args.command}", lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -166,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
             shard_size=args.shard_size,
             workers=args.workers, limit=args.limit, overwrite=args.overwrite, crop_size=args.crop_size,
             context=args.context, min_face=args.min_face, seed=args.seed, dataset=args.dataset,
-            pose_file=args.pose_file, pose_source=args.pose_source, progress=not args.quiet,
+            pose_file=args.pose_file, pose_source=args.pose_source, progress=not args.no_progress,
             hash_range=_hash_range(args.hash_range), profile=_profile(args), jaw=args.jaw,
         )  # fmt: skip
         if opts.workers < 0 or (opts.limit is not None and opts.limit < 1):

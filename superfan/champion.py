@@ -695,14 +695,19 @@ def _pull(src: str, manifest: dict[str, Any], dest: Path, quiet: bool) -> dict[s
             _remove_tree(tmp)
             journal.forget(tmp)
     if not quiet:
-        print(f"champion {manifest.get('name')}/{manifest.get('version')} (trial {manifest.get('trial_id')}) "
-              f"verified: {len(manifest['files'])} files -> {dest}")  # fmt: skip
+        print(pulled_line(manifest, dest))
         print(metrics_table([manifest.get("metrics") or {}]))
         print(lineage_text(manifest))
     if kept:
         shown = ", ".join(kept[:5]) + (f" (+{len(kept) - 5} more)" if len(kept) > 5 else "")
         print(f"kept {len(kept)} file(s) you added to {dest}: {shown}")
     return manifest
+
+
+def pulled_line(manifest: Mapping[str, Any], dest: Path) -> str:
+    """The one line that says what ``pull`` verified and where (all ``superfan pull --quiet`` prints)."""
+    return (f"champion {manifest.get('name')}/{manifest.get('version')} (trial {manifest.get('trial_id')}) "
+            f"verified: {len(manifest['files'])} files -> {dest}")  # fmt: skip
 
 
 def lineage_text(manifest: Mapping[str, Any]) -> str:

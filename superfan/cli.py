@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-from superfan.cliargs import HelpFormatter, add_version, examples
+from superfan.cliargs import HelpFormatter, add_output_flags, add_version, examples, leaf_parsers, output_flags
 
 #: name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
 def _add_command(name: str, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     module = importlib.import_module(COMMANDS[name][0])
     module.add_arguments(parser, name) if _takes_name(module) else module.add_arguments(parser)
+    for leaf in leaf_parsers(parser):  # the same output flags in every command (superfan.cliargs)
+        add_output_flags(leaf)
     return parser
 
 
@@ -116,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     args = command_parser(name).parse_args(argv[1:])
     args.command = name
-    return run_command(f"superfan {name}", lambda: module.run(args))
+    with output_flags(args):
+        return run_command(f"superfan {name}", lambda: module.run(args))
 
 
 def _takes_name(module: object) -> bool:

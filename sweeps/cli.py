@@ -18,7 +18,7 @@ from typing import Any
 # Tune, Train runs visible in the dashboard, no usage reporting) before Ray is imported anywhere in this
 # process: the in-process cluster and all its workers inherit them.
 from superfan import storage
-from superfan.cliargs import HelpFormatter, add_version, deprecated, examples
+from superfan.cliargs import HelpFormatter, add_output_flags, add_version, deprecated, examples, info, output_flags
 from superfan.errors import ConfigError, UserError, run_command
 from superfan.redact import redact, remember, reveal
 from superfan.stagekinds import default_stages
@@ -80,7 +80,6 @@ def build_parser(kind: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--trust-state", action="store_true",
                    help="resume even if the sweep's state on storage is not sealed by this machine's sweep key "
                         "(a sweep from before sealing): its pickles are unpickled as is, then sealed")  # fmt: skip
-    p.add_argument("--verbose", action="store_true", help="show Ray's own logs too (quiet by default)")
     p.add_argument("--budget-hours", type=float, default=None, metavar="H",
                    help="start no new trial once the sweep has spent H device-hours (sweep.budget_hours)")  # fmt: skip
     p.add_argument("--seed", type=int, default=None, help="searcher seed (sweep.seed)")
@@ -97,6 +96,7 @@ def build_parser(kind: str, description: str) -> argparse.ArgumentParser:
         help="log trials to this MLflow tracking URI, register the champion (pip install -e '.[mlflow]')",
     )
     p.add_argument("overrides", nargs="*", help="config overrides for every trial, e.g. data.batch_size=8")
+    add_output_flags(p)
     return p
 
 
@@ -173,9 +173,10 @@ def main(kind: str, description: str, argv: list[str] | None = None) -> int:
     """Entry point shared by the sweep scripts; user errors print one line and exit 2."""
     args = build_parser(kind, description).parse_args(argv)
     # On Ctrl-C or SIGTERM (superfan.train.session) Ray is already shut down: the sweep can be resumed.
-    return run_command(
-        f"sweeps/{kind}.py", lambda: _main(kind, args, argv), interrupted="interrupted; continue with --resume"
-    )
+    with output_flags(args):
+        return run_command(
+            f"sweeps/{kind}.py", lambda: _main(kind, args, argv), interrupted="interrupted; continue with --resume"
+        )
 
 
 def _main(kind: str, args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -210,7 +211,7 @@ def _run(kind: str, sweep: Sweep, args: argparse.Namespace, embedded_default: bo
             sweep = Sweep.from_json(sealing.read_checked(state_url, "sweep.json").decode("utf-8"))
         resuming = True
     elif args.resume:
-        print(f"sweep {sweep.name}: nothing to resume at {sweep.experiment_url}; starting it", flush=True)
+        info(f"sweep {sweep.name}: nothing to resume at {sweep.experiment_url}; starting it", flush=True)
     ensure_data(sweep)
     teacher = ensure_teacher(sweep)
     sweep.teacher = teacher
@@ -248,7 +249,7 @@ def _print_cost(results: Any, sweep: Sweep) -> None:
     note = ""
     if budget:
         note = f" of a {budget:g} h budget" + (" (reached: no new trials started)" if total >= budget else "")
-    print(f"cost: {total:.3f} {unit}{note} ({per})", flush=True)
+    info(f"cost: {total:.3f} {unit}{note} ({per})", flush=True)
 
 
 def _preflight(sweep: Sweep) -> None:

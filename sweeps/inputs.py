@@ -11,6 +11,7 @@ import json
 import os
 
 from superfan import storage
+from superfan.cliargs import info
 from superfan.config import Config, StageConfig
 from superfan.errors import UserError
 from sweeps.settings import Sweep
@@ -28,7 +29,7 @@ def ensure_data(sweep: Sweep) -> None:
         dest = storage.join(sweep.storage, "data", f"synthetic-{n}-{split}")
         manifest = storage.join(dest, "manifest.json")
         if not storage.exists(manifest):
-            print(f"packing {n} synthetic faces -> {dest}", flush=True)
+            info(f"packing {n} synthetic faces -> {dest}", flush=True)
             workers = max(1, min(2, os.cpu_count() or 1))
             pack(
                 PackOptions(
@@ -79,9 +80,9 @@ def ensure_teacher(sweep: Sweep) -> str:
     if storage.exists(pointer):
         url = json.loads(storage.read_text(pointer))["checkpoint"]
         if storage.exists(storage.join(url, "checkpoint.pt")):
-            print(f"teacher FAN: reusing {url}", flush=True)
+            info(f"teacher FAN: reusing {url}", flush=True)
             return url
-    print(f"teacher FAN: training {stage.epochs} epochs (stage {stage.name!r}) ...", flush=True)
+    info(f"teacher FAN: training {stage.epochs} epochs (stage {stage.name!r}) ...", flush=True)
     root = storage.join(sweep.storage, "runs")
     import ray.train
 
@@ -97,7 +98,7 @@ def ensure_teacher(sweep: Sweep) -> str:
     url = checkpoint_url(result.checkpoint.path, root)
     m = result.metrics or {}
     nan = float("nan")
-    print(f"teacher FAN: {url} (val_auc {m.get('val_auc', nan):.4f}, nme {m.get('val_nme', nan):.4f})")
+    info(f"teacher FAN: {url} (val_auc {m.get('val_auc', nan):.4f}, nme {m.get('val_nme', nan):.4f})")
     storage.write_text(
         pointer,
         json.dumps({"checkpoint": url, "metrics": {k: v for k, v in m.items() if k.startswith("val_")}}),

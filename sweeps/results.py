@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from superfan.cliargs import info
 from superfan.sweep_report.trials import REPORT_KEYS, short_name, table_row, trial_status
 from sweeps.settings import Sweep
 from sweeps.space import decode
@@ -58,10 +59,10 @@ def print_results(rows: list[dict[str, Any]], sweep: Sweep, champion: Any = None
     first = [("trial", "trial"), ("status", "status"), ("epochs", "epochs")]
     first += [(short_name(k), short_name(k)) for k in sweep.space]
     first += [("promoted", "champion checkpoint")]
-    print(f"\nsweep {sweep.name}: best report of each trial (by {sweep.settings.metric})")
-    print(metrics_table(rows, first=first))
+    info(f"\nsweep {sweep.name}: best report of each trial (by {sweep.settings.metric})")
+    info(metrics_table(rows, first=first))
     if manifest is not None:
-        print(PROMOTED_NOTE.replace("`", "").replace("*", ""))
+        info(PROMOTED_NOTE.replace("`", "").replace("*", ""))
 
 
 def promote_best(candidates: list[Any], sweep: Sweep) -> Any:
@@ -94,9 +95,9 @@ def promote_best(candidates: list[Any], sweep: Sweep) -> Any:
 
     version = register_champion(sweep, champ)
     if version is not None:
-        print(f"  MLflow: model {sweep.name!r} version {version}, alias 'champion' ({sweep.settings.mlflow})")
-    print(f"  trial {m['trial_id']}, epoch {m['metrics'].get('global_epoch')}, source {m['source']}")
-    print(metrics_table([m["metrics"]]))
+        info(f"  MLflow: model {sweep.name!r} version {version}, alias 'champion' ({sweep.settings.mlflow})")
+    info(f"  trial {m['trial_id']}, epoch {m['metrics'].get('global_epoch')}, source {m['source']}")
+    info(metrics_table([m["metrics"]]))
     return champ
 
 

@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 from superfan import storage
+from superfan.cliargs import info, output
 from sweeps.settings import TIME_ATTR, Sweep, SweepSettings
 from sweeps.space import default_point, trial_config, tune_space
 from sweeps.tracking import mlflow_callback
@@ -153,7 +154,7 @@ def build_tuner(sweep: Sweep, teacher: str) -> Any:
     )
     path, fs = _sweeps_location(sweep)
     device = f"{cfg.train.gpus_per_worker:g} GPU" if gpu else f"{cfg.train.cpus_per_worker:g} CPU"
-    print(
+    info(
         f"sweep {sweep.name}: {s.samples} trials, {limit} at a time, {sweep.total_epochs} epochs each, "
         f"{cfg.train.workers} worker(s) x {device} per trial, searching {', '.join(sweep.space)}\n"
         f"sweep {sweep.name}: Optuna study {sweep.name!r} in {s.optuna_storage} (watch it: optuna-dashboard "
@@ -175,6 +176,7 @@ def build_tuner(sweep: Sweep, teacher: str) -> Any:
             storage_filesystem=fs,
             failure_config=tune.FailureConfig(max_failures=0),
             callbacks=[cb for cb in (mlflow_callback(sweep),) if cb is not None],
+            verbose=None if output().progress else 0,  # --no-progress, --quiet: no trial status tables
         ),
     )
 
@@ -207,5 +209,5 @@ def restore_tuner(sweep: Sweep, teacher: str) -> Any:
     from ray import tune
 
     path, fs = _experiment_path(sweep)
-    print(f"sweep {sweep.name}: resuming from {sweep.experiment_url}", flush=True)
+    info(f"sweep {sweep.name}: resuming from {sweep.experiment_url}", flush=True)
     return tune.Tuner.restore(path, _trainable(sweep, teacher), resume_errored=True, storage_filesystem=fs)

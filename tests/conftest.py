@@ -1,11 +1,16 @@
-"""Shared fixtures: the real face data beside the repo, and a real S3 server (SeaweedFS) on loopback."""
+"""Shared fixtures: the real face data beside the repo, a real S3 server (SeaweedFS) on loopback, small
+sweep inputs, and one finished 2-trial sweep (``swept``) for the tests that read a sweep's results."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,3 +127,36 @@ def _random_perceptual_warning_not_yet_given(monkeypatch: pytest.MonkeyPatch) ->
     """A sweep driver run in-process marks the random-features warning as given (for its trials); tests
     that expect the warning must not inherit that from an earlier test."""
     monkeypatch.delenv("SUPERFAN_WARNED_RANDOM_PERCEPTUAL", raising=False)
+
+
+@pytest.fixture(scope="session")
+def swept(local_inputs: dict[str, str], sweep_yaml: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A finished 2-trial sweep ``rep`` on local storage, its output and its experiment directory.
+
+    One sweep for the whole ``pytest -n`` run (pytest-xdist's recipe for a session fixture that runs once:
+    the first worker to need it runs it under a file lock in the run's shared temp root, the other reads
+    it); the tests only read it or copy it.
+    """
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "swept-report"
+    with FileLock(f"{shared}.lock"):
+        if not (shared / "out.json").exists():
+            store = shared / "store"
+            args = ["--config", str(sweep_yaml), "--storage", str(store), "--name", "rep",
+                    "--data", local_inputs["train"], "--val", local_inputs["val"],
+                    "--teacher", local_inputs["teacher"]]  # fmt: skip
+            env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+            env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+            env.pop("RAY_ADDRESS", None)
+            proc = subprocess.run([sys.executable, str(REPO / "sweeps" / "loss_weights.py"), *args], cwd=REPO,
+                                  env=env, capture_output=True, text=True, timeout=480, check=False)  # fmt: skip
+            assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+            (shared / "out.json").write_text(json.dumps({"stdout": proc.stdout, "stderr": proc.stderr}))
+    out = json.loads((shared / "out.json").read_text())
+    store = shared / "store"
+    experiment = store / "sweeps" / "rep"
+    trials = sorted(d.name.removeprefix("trial_") for d in experiment.glob("trial_*"))
+    return {"out": out["stdout"] + out["stderr"], "stdout": out["stdout"], "store": store, "experiment": experiment,
+            "trials": trials}  # fmt: skip

@@ -1,14 +1,20 @@
 """The README is the front door: at most 200 lines, every repository path it names exists, and every
 command it shows (``superfan ...``, ``python -m shards ...``, ``python sweeps/*.py ...``) is accepted by the
 real argument parser, with no deprecated spelling. The commands and paths of the docs/ pages are checked
-the same way."""
+the same way, and the quick tour's commands run as written against a small finished sweep (slow)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
+import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -206,3 +212,81 @@ def test_the_checks_catch_what_they_should() -> None:
     assert cmd[:2] == ["python", "sweeps/loss_weights.py"] and check_command(cmd, full=full)
     paths = repo_paths_in("see `superfan/nope.py` and [x](docs/nope.md)", README)
     assert [p.exists() for _, p in paths] == [False, False]
+
+
+# ----------------------------------------------------------------------------- the quick tour, run
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(f"\n## {heading}")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else None]
+
+
+@pytest.mark.slow
+def test_the_quick_tour_runs_as_written(swept: dict[str, Any], local_inputs: dict[str, str], tmp_path: Path) -> None:
+    """The README's quick tour, its bash block unchanged, in a directory laid out as ``make demo`` leaves it:
+    the demo's sweep and champion are the session's small finished sweep (conftest ``swept``) under the
+    demo's names, its validation shards the sweep's own, and ``.venv/bin/activate`` puts this Python's
+    environment first on PATH. Every command must succeed and leave what the tour says it does."""
+    (block,) = _code_blocks(_section(README.read_text(), "Quick tour"))
+    enhance = _section(README.read_text(), "Enhance your own photos")
+    (api,) = _code_blocks(enhance, "python")
+    local = [line for line in _code_blocks(enhance)[0].splitlines() if "crops/" in line or "boxes.json" in line]
+    assert len(local) == 2, local  # the crop and the boxes lines: they need no download and no extra
+    home = tmp_path / "tour"
+    demo = home / ".superfan"
+    shutil.copytree(swept["experiment"], demo / "sweeps" / "loss-weights-tiny", ignore=shutil.ignore_patterns("report"))
+    shutil.copytree(swept["store"] / "champions" / "rep", demo / "champions" / "loss-weights-tiny")
+    (demo / "champions" / "rep").symlink_to("loss-weights-tiny")  # the report finds it by the sweep's own name
+    (demo / "data").mkdir()
+    (demo / "data" / "synthetic-128-val").symlink_to(Path(local_inputs["val"]).parent)
+    bin_dir = Path(sys.executable).parent
+    (home / ".venv" / "bin").mkdir(parents=True)
+    (home / ".venv" / "bin" / "activate").write_text(f'export PATH="{bin_dir}:$PATH"\n')
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": path}
+    env.pop("RAY_ADDRESS", None)
+    _photos(home)
+    (home / "api.py").write_text(api)
+    script = "\n".join([block, "python api.py", *local])
+    log = tmp_path / "tour.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(["bash", "-euo", "pipefail", "-c", script], cwd=home, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        try:
+            rc = proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    text = log.read_text(errors="replace")
+    assert rc == 0, text[-6000:]
+    from superfan.champion import verify_champion
+
+    assert verify_champion(home / "champion")["name"] == "rep"  # superfan pull: a verified copy
+    assert "verified" in text and "lineage" in text.lower()
+    report = demo / "sweeps" / "loss-weights-tiny" / "report"
+    assert all((report / name).is_file() for name in ("report.md", "curves.png", "champion.png"))
+    assert "profile: tiny" in text  # superfan config tiny
+    assert (home / "eval" / "results.json").is_file() and "Table 2" in text  # superfan evaluate
+    # the enhance lines, each into out/: the crops' faces first, then the photo's one boxed face
+    assert "enhanced 2 face(s) from 2 input(s)" in text and "enhanced 1 face(s) from 1 input(s)" in text
+    assert sorted(p.name for p in (home / "out" / "faces").iterdir())[-1].startswith("group")
+    assert (home / "out" / "contact_sheet.png").is_file() and (home / "out" / "landmarks.json").is_file()
+
+
+def _photos(home: Path) -> None:
+    """The inputs the README's enhance lines name: two face crops, face1.png and face2.png, and group.jpg
+    with boxes.json (one face, boxed)."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (home / "crops").mkdir()
+    for name in ("crops/a.png", "crops/b.png", "face1.png", "face2.png"):
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(home / name)
+    Image.fromarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)).save(home / "group.jpg")
+    (home / "boxes.json").write_text(json.dumps({"group.jpg": [[100, 60, 40, 48]]}))

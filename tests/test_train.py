@@ -450,3 +450,20 @@ def test_teacher_validation_is_the_evaluators_with_the_configured_pose_bins(tmp_
     assert not any(k.startswith("val_auc_0_30") for k in report)
     assert report["val_faces_landmarks"] == report["val_faces_0_45"] + report["val_faces_45_90"] > 0
     assert 0.0 <= report["val_auc"] <= 1.0
+
+
+def test_epoch_lines_follow_the_drivers_no_progress(
+    tmp_path: Path, teacher_ckpt: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop's one line per epoch is progress: a worker of a run started with --no-progress or --quiet
+    (SUPERFAN_PROGRESS=0, set by ray_session and inherited or forwarded) prints none; reports are unchanged."""
+    from superfan.cliargs import PROGRESS_ENV
+
+    cfg = micro_config()
+    cfg.stages = [StageConfig(name="heatmap", kind="heatmap", epochs=1)]
+    monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    assert len(_run(cfg, teacher_ckpt, tmp_path / "a").reports) == 1
+    assert "[heatmap] epoch 1/1" in capsys.readouterr().out
+    monkeypatch.setenv(PROGRESS_ENV, "0")
+    assert len(_run(cfg, teacher_ckpt, tmp_path / "b").reports) == 1
+    assert "epoch 1/1" not in capsys.readouterr().out

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from superfan.cliargs import deprecated
+from superfan.cliargs import deprecated, info, output
 from superfan.errors import UserError
 
 
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
             local_dir = Path(tmp.name, "shards")
             t0 = time.perf_counter()
             _pack_synthetic(local_dir, args.faces)
-            print(f"generated {args.faces} synthetic faces in {time.perf_counter() - t0:.1f} s -> {local_dir}")
+            info(f"generated {args.faces} synthetic faces in {time.perf_counter() - t0:.1f} s -> {local_dir}")
             local = str(local_dir / "manifest.json")
         sources = [("local", local)]
         if not args.no_s3:
@@ -166,18 +166,19 @@ def run(args: argparse.Namespace) -> int:
                 bucket = args.s3_prefix[len("s3://") :].split("/")[0]
                 server = seaweed(Path(tmp.name, "seaweed"), buckets=(bucket,)).start()
                 os.environ.update(server.env())
-                print(f"started SeaweedFS at {server.endpoint}")
+                info(f"started SeaweedFS at {server.endpoint}")
             if storage.endpoint():
                 prefix = storage.join(args.s3_prefix, f"run-{os.getpid()}")
                 sources.append(("s3", _upload(local_dir, prefix)))
             else:
-                print("S3 rows skipped: no S3 endpoint is configured (AWS_ENDPOINT_URL)", flush=True)
+                info("S3 rows skipped: no S3 endpoint is configured (AWS_ENDPOINT_URL)", flush=True)
         rows = []
         for name, urls in sources:
             for w in counts:
                 r = measure(urls, cfg, w, args.samples)
                 rows.append((name, w, r))
-                print(f"  {name:5s} workers={w}: {r['samples_s']:8.0f} samples/s", flush=True)
+                if output().progress:  # the table below has them all
+                    print(f"  {name:5s} workers={w}: {r['samples_s']:8.0f} samples/s", flush=True)
         base = next((r["samples_s"] for n, w, r in rows if n == "local" and w == counts[0]), rows[0][2]["samples_s"])
         print()
         print(f"data stream: batch {args.batch_size}, real_world={cfg.degrade.real_world}, {os.cpu_count()} CPUs")

@@ -61,7 +61,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--batch", type=int, default=64, help="faces per forward pass (default 64)")
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 # ------------------------------------------------------------------------------------------- inputs

@@ -56,7 +56,6 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                         help="faces in the sample grid (samples.png)")  # fmt: skip
     parser.add_argument("--samples", dest="samples", type=int, metavar="N", action=deprecated("--grid-faces"))
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _device(name: str) -> str:

@@ -11,11 +11,14 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("url", help="champion URL: <storage>/champions/<sweep> (follows 'latest') or a version")
     parser.add_argument("dir", help="local directory to place the verified champion in")
-    parser.add_argument("--quiet", action="store_true", help="do not print the metrics table")
 
 
 def run(args: argparse.Namespace) -> int:
-    from superfan.champion import pull
+    from pathlib import Path
 
-    pull(args.url, args.dir, quiet=args.quiet)
+    from superfan.champion import pull, pulled_line
+
+    manifest = pull(args.url, args.dir, quiet=args.quiet)
+    if args.quiet:  # the result line only: no metrics table, no lineage
+        print(pulled_line(manifest, Path(args.dir).expanduser().absolute()))
     return 0

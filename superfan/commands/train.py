@@ -15,7 +15,7 @@ import os
 import time
 from typing import Any
 
-from superfan.cliargs import HelpFormatter, deprecated, examples
+from superfan.cliargs import HelpFormatter, deprecated, examples, info
 from superfan.errors import TrainingDiverged, UserError
 
 
@@ -44,7 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="Ray Train workers (DDP ranks) (default: the config's train.workers)")  # fmt: skip
         p.add_argument("--workers", dest="workers", type=int, action=deprecated("--train-workers"))
         p.add_argument("--init", default=None, help="checkpoint to start from (continues it if its stage is run)")
-        p.add_argument("--verbose", action="store_true", help="show Ray's own logs too")
         p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.batch_size=32")
     fan.add_argument("--epochs", type=int, default=None, help="epochs of the teacher stage (default: the config's)")
     sr.add_argument("--teacher", default=None, help="teacher FAN checkpoint (from `superfan train fan`)")
@@ -135,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"training failed: {_failure_line(err)}") from None
     raise_data_error(read_stop(run_url(root, name)) or result.metrics)
     metrics = {k: v for k, v in (result.metrics or {}).items() if not k.startswith("_")}
-    print(json.dumps(metrics, indent=2, default=str))
+    info(json.dumps(metrics, indent=2, default=str))  # the checkpoint below is the result
     if result.checkpoint is not None:
         print(f"checkpoint: {checkpoint_url(result.checkpoint.path, root)}")
     return 0

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from superfan.checkpoint import load_checkpoint, strip_ddp
+from superfan.cliargs import output
 from superfan.config import Config, StageConfig, from_dict, is_checkpoint_ref
 from superfan.data import badsamples
 from superfan.data.badsamples import SampleLedger
@@ -96,7 +97,8 @@ def run_training(
                 pos.epoch, pos.global_epoch = pos.epoch + 1, pos.global_epoch + 1
                 metrics = {**chain.metrics(runner, losses, val), **data.epoch_figures(steps, elapsed, skipped)}
                 metrics.update(cost.tick())
-                if rank == 0:  # not print(): Train V2 patches it into its logger, which shows each line twice
+                # not print(): Train V2 patches it into its logger, which shows each line twice
+                if rank == 0 and output().progress:  # --no-progress / --quiet: no epoch lines
                     sys.stdout.write(epoch_line(metrics, runner.stage.epochs) + "\n")
                     sys.stdout.flush()
                 due = pos.epoch % chain.cfg.train.checkpoint_every_epochs == 0 or pos.epoch == runner.stage.epochs

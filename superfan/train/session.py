@@ -44,6 +44,7 @@ FORWARD_ENV = (
     "RAY_TRAIN_ENABLE_STATE_TRACKING",
     "RAY_USAGE_STATS_ENABLED",
     "SUPERFAN_VERBOSE",
+    "SUPERFAN_PROGRESS",
     "SUPERFAN_WARNED_RANDOM_PERCEPTUAL",
     "SUPERFAN_GIT_COMMIT",
 )
@@ -110,14 +111,18 @@ def ray_session(*, verbose_logs: bool = False, **init_kwargs: Any) -> Iterator[b
     ``ray.train.LoggingConfig`` (see :func:`superfan.train.driver.build_trainer`), and deprecation
     warnings inside Ray's own actors are ignored (``PYTHONWARNINGS``, inherited by every Ray process of an
     embedded cluster). Our epoch lines, warnings that concern the user and Tune's status stay.
-    ``verbose_logs`` (``--verbose``) brings everything back.
+    ``verbose_logs`` (``--verbose``) brings everything back. ``--no-progress`` and ``--quiet``
+    (:func:`superfan.cliargs.output`) reach every process of the run as ``SUPERFAN_PROGRESS=0``: no epoch lines.
     """
     import ray
 
+    from superfan.cliargs import PROGRESS_ENV, output
     from superfan.logs import show_warnings
     from superfan.raycompat import PREEMPTION_WATCHER_ENV
 
     show_warnings()
+    progress_before = os.environ.get(PROGRESS_ENV)
+    os.environ[PROGRESS_ENV] = "1" if output().progress else "0"
     os.environ[VERBOSE_ENV] = "1" if verbose_logs else os.environ.get(VERBOSE_ENV, "0")
     attached = bool(os.environ.get("RAY_ADDRESS"))
     if not verbose():
@@ -141,3 +146,7 @@ def ray_session(*, verbose_logs: bool = False, **init_kwargs: Any) -> Iterator[b
             signal.signal(signal.SIGTERM, previous)
         if owned and ray.is_initialized():
             ray.shutdown()
+        if progress_before is None:
+            os.environ.pop(PROGRESS_ENV, None)
+        else:
+            os.environ[PROGRESS_ENV] = progress_before
