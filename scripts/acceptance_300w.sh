@@ -12,7 +12,9 @@
 #       (defaults: ../shared/data/faces-300w out/acceptance tiny ../shared/data/aflw2000-dev; the third
 #        evaluation is skipped, saying so, when AFLW2000_DIR is absent)
 #   environment: TRAIN_VIEWS (profiled views per training face, default 2), PROFILE_PITCH (degrees of pitch
-#   tilt per view, default 15)
+#   tilt per view, default 15); to go on from scripts/teacher_study.sh, which packs the same shards and
+#   trains the same teacher: PACKS (its packs folder, used instead of packing) and TEACHER (its checkpoint,
+#   used instead of training one)
 #
 # The profile's stages form one chain (pixel -> feature -> heatmap -> gan -> end2end, each starting from the
 # one before), trained as one Train run with train.keep_checkpoints=null, so Ray keeps every epoch's
@@ -39,11 +41,20 @@ step() {
   last=$now
 }
 
+if [ -n "${PACKS:-}" ]; then
+  step "packs from $PACKS"
+  for name in train val "train-profiled-v$TRAIN_VIEWS-p$PROFILE_PITCH" val-profiled aflw2000; do
+    [ -f "$PACKS/$name/manifest.json" ] || { echo "acceptance: $PACKS/$name/manifest.json not found" >&2; exit 2; }
+  done
+  mkdir -p "$OUT/shards"
+  for name in train val val-profiled aflw2000; do ln -s "$(cd "$PACKS/$name" && pwd)" "$OUT/shards/$name"; done
+  ln -s "$(cd "$PACKS/train-profiled-v$TRAIN_VIEWS-p$PROFILE_PITCH" && pwd)" "$OUT/shards/train-profiled"
+fi
+[ -f "$OUT/shards/train/manifest.json" ] || {
 step "pack train (hash 0-0.8) and val (hash 0.8-1)"
 python -m shards pack 300w "$DATA" "$OUT/shards/train" --split train --hash-range 0:0.8 --pack-workers 2 --no-progress \
   --jaw 2d-3d
 python -m shards pack 300w "$DATA" "$OUT/shards/val" --split val --hash-range 0.8:1 --pack-workers 2 --no-progress
-TRAIN="$OUT/shards/train/manifest.json" VAL="$OUT/shards/val/manifest.json"
 
 # 300W-LP-style profiled views (shards/profile.py), each in its source face's split: training faces turned to
 # $TRAIN_VIEWS of 30..90 degrees beyond their own yaw, each view's pitch tilted by up to $PROFILE_PITCH degrees;
@@ -54,20 +65,28 @@ python -m shards pack 300w "$DATA" "$OUT/shards/train-profiled" --split train --
   --yaws default --profile-views "$TRAIN_VIEWS" --profile-pitch "$PROFILE_PITCH"
 python -m shards pack 300w "$DATA" "$OUT/shards/val-profiled" --split val --hash-range 0.8:1 --pack-workers 2 --no-progress \
   --yaws 45,75
-TRAIN_P="$OUT/shards/train-profiled/manifest.json" VAL_P="$OUT/shards/val-profiled/manifest.json"
-AFLW_VAL=""
 if [ -d "$AFLW" ]; then
   python -m shards pack mat "$AFLW" "$OUT/shards/aflw2000" --split val --dataset aflw2000 --pack-workers 2 --no-progress
-  AFLW_VAL="$OUT/shards/aflw2000/manifest.json"
 else
   echo "acceptance: $AFLW not found: the evaluation on real faces in every pose is skipped" >&2
 fi
+}
+TRAIN="$OUT/shards/train/manifest.json" VAL="$OUT/shards/val/manifest.json"
+TRAIN_P="$OUT/shards/train-profiled/manifest.json" VAL_P="$OUT/shards/val-profiled/manifest.json"
+AFLW_VAL=""
+[ -f "$OUT/shards/aflw2000/manifest.json" ] && AFLW_VAL="$OUT/shards/aflw2000/manifest.json"
 
+if [ -n "${TEACHER:-}" ]; then
+  [ -e "$TEACHER" ] || { echo "acceptance: TEACHER $TEACHER not found" >&2; exit 2; }
+  step "teacher FAN: $TEACHER"
+  echo "checkpoint: $TEACHER" > "$OUT/teacher.log"
+else
 step "teacher FAN"
 superfan train fan --config "$PROFILE" --data "$TRAIN" --data "$TRAIN_P" --val "$VAL" --val "$VAL_P" \
   --storage "$OUT/runs" --name teacher | tee "$OUT/teacher.log"
 TEACHER=$(sed -n 's/^checkpoint: //p' "$OUT/teacher.log" | tail -1)
 [ -n "$TEACHER" ] || { echo "acceptance: the teacher run printed no checkpoint" >&2; exit 1; }
+fi
 
 step "Super-FAN stages (one chain, one checkpoint kept per epoch)"
 superfan train superfan --config "$PROFILE" --data "$TRAIN" --data "$TRAIN_P" --val "$VAL" --val "$VAL_P" \
