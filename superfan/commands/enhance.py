@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 #: a photo with faces in it, and shrinking it whole to 16 px would draw 68 landmarks over a group.
 MAX_CROP_SIDE = 256
 MAX_CROP_ASPECT = 1.6
+#: The most pixels an input may have (64 megapixels, e.g. 8192x8192), read from its header before anything is
+#: decoded: a full photo is held as 8-bit and float copies (about 20 bytes a pixel, 1.3 GB here).
+MAX_INPUT_PIXELS = 8192 * 8192
 
 
 def crop_problem(width: int, height: int) -> str | None:
@@ -90,20 +94,54 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """HxWx3 uint8 RGB; raises ``OSError``/``ValueError`` with a short reason for unreadable files."""
+    """HxWx3 uint8 RGB; raises ``OSError``/``ValueError`` with a short reason for unreadable files.
+
+    The pixel count is read from the file's header and checked against :data:`MAX_INPUT_PIXELS` before
+    anything is decoded. 16-bit images are scaled to 8 bits (``round(v / 257)``: 65535 is 255, not clipped);
+    images of floating-point or 32-bit integer samples are refused (no one scale fits them).
+    """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     if not path.exists():
         raise OSError("no such file")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # the size check below is ours, and stricter than PIL's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            width, height = im.size
+            if width * height > MAX_INPUT_PIXELS:
+                raise ValueError(f"{width}x{height} is {_too_many(width * height)}")
             im.load()
-            return np.asarray(im.convert("RGB"))
+            return _to_rgb8(im)
+    except Image.DecompressionBombError as err:  # PIL's own refusal at open, at twice its limit
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        raise ValueError(f"the image is {_too_many(int(found.group(1)) if found else None)}") from None
     except UnidentifiedImageError:
         raise ValueError("not an image PIL can read") from None
     except (OSError, SyntaxError) as err:  # truncated or corrupt files
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(f"corrupt image ({reason})") from None
+
+
+def _too_many(pixels: int | None) -> str:
+    size = f"{pixels / 1e6:.0f} megapixels" if pixels else "too many pixels"
+    return f"{size}, over the {MAX_INPUT_PIXELS / 1e6:.0f} megapixels enhance reads (nothing decoded)"
+
+
+def _to_rgb8(im: Any) -> np.ndarray:
+    """HxWx3 uint8 RGB of a decoded PIL image, its full range kept (PIL's own ``convert`` clips 16-bit
+    grey to 255: a 16-bit face would come out white)."""
+    if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG"):  # PNG's 16-bit grey reads as I
+        wide = np.asarray(im).astype(np.float64)
+        grey = np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if im.mode in ("I", "F"):
+        kind = "floating-point" if im.mode == "F" else "32-bit integer"
+        raise ValueError(f"{kind} samples (mode {im.mode}) have no one 8-bit scale: save it as 8- or 16-bit")
+    return np.asarray(im.convert("RGB"))
 
 
 def parse_boxes(path: Path) -> dict[str, list[list[float]]]:
