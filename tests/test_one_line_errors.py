@@ -319,3 +319,42 @@ def test_a_shard_whose_first_header_is_corrupt_is_one_line_for_evaluate(
     assert lines == [f"superfan evaluate: error: no face to evaluate in {bad}: it yielded none (every sample "
                      "damaged or skipped, or no samples at all); nothing written"], err  # fmt: skip
     assert not (tmp_path / "ev").exists()
+
+
+# ------------------------------------------------------------------------------ pack arguments
+
+
+@pytest.mark.parametrize(
+    ("extra", "dest", "expect"),
+    [
+        (["--split", "a/b"], "out", "--split 'a/b': expected a plain name"),
+        (["--split", "../escaped"], "out", "--split '../escaped': expected a plain name"),
+        (["--split", ""], "out", "--split '': expected a plain name"),
+        (["--split", "t", "--min-face", "nan"], "out", "--min-face nan: expected a number of pixels from 0"),
+        (["--split", "t", "--min-face", "-5"], "out", "--min-face -5: expected a number of pixels from 0"),
+        (["--split", "t", "--seed", "-1"], "out", "--seed -1: expected 0 to 4294967295"),
+        (["--split", "t", "--pack-workers", "100000"], "out", "--pack-workers 100000: expected 0 (one per CPU) to"),
+        (["--split", "t"], "afile", "DEST {tmp}/afile: it exists and is not a directory"),
+        (["--split", "t"], "afile/sub", "DEST {tmp}/afile/sub: {tmp}/afile exists and is not a directory"),
+    ],
+)
+def test_a_bad_pack_argument_is_one_line_and_writes_nothing(
+    extra: list[str], dest: str, expect: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--split a/b`` was a ``FileNotFoundError`` traceback, ``../escaped`` wrote beside DEST, a file as
+    DEST was "another pack is writing there (pid None on None)"; NaN and negative sizes were accepted."""
+    from shards.__main__ import main
+
+    (tmp_path / "afile").write_text("mine")
+    assert main(["pack", "synthetic", "2", str(tmp_path / dest), "--no-progress", "--pack-workers", "1", *extra]) == 2
+    assert f"shards pack: error: {expect.format(tmp=tmp_path)}" in _one_error_line(capsys, "shards pack")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and (tmp_path / "afile").read_text() == "mine"
+
+
+def test_a_refused_pack_leaves_no_empty_destination(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from shards.__main__ import main
+
+    dest = tmp_path / "new" / "pack"
+    assert main(["pack", "300w", str(tmp_path / "missing"), str(dest), "--split", "t", "--no-progress"]) == 2
+    assert "not a directory" in _one_error_line(capsys, "shards pack")
+    assert not (tmp_path / "new").exists()
