@@ -170,11 +170,11 @@ def test_storage_that_is_a_file_is_one_line(
     where = str(afile) if under else "it"
     assert main("loss_weights", "test", ["--storage", str(store)]) == 2
     line = _one_error_line(capsys, "sweeps/loss_weights.py")
-    assert line.endswith(f"--storage {store}: {where} exists and is not a directory"), line
+    assert line.endswith(f"--storage {store}: cannot write there ({where} exists and is not a directory)"), line
     rc = _superfan("train", "fan", "--data", str(shard_dir), "--storage", str(store), "stages.0.epochs=1")
     assert rc == 2
     line = _one_error_line(capsys, "superfan train")
-    assert line.endswith(f"storage {store}: {where} exists and is not a directory"), line
+    assert line.endswith(f"storage {store}: cannot write there ({where} exists and is not a directory)"), line
     assert afile.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
@@ -334,8 +334,8 @@ def test_a_shard_whose_first_header_is_corrupt_is_one_line_for_evaluate(
         (["--split", "t", "--min-face", "-5"], "out", "--min-face -5: expected a number of pixels from 0"),
         (["--split", "t", "--seed", "-1"], "out", "--seed -1: expected 0 to 4294967295"),
         (["--split", "t", "--pack-workers", "100000"], "out", "--pack-workers 100000: expected 0 (one per CPU) to"),
-        (["--split", "t"], "afile", "DEST {tmp}/afile: it exists and is not a directory"),
-        (["--split", "t"], "afile/sub", "DEST {tmp}/afile/sub: {tmp}/afile exists and is not a directory"),
+        (["--split", "t"], "afile", "DEST {tmp}/afile: cannot write there (it exists and is not a directory)"),
+        (["--split", "t"], "afile/sub", "DEST {tmp}/afile/sub: cannot write there ({tmp}/afile exists and is not a"),
     ],
 )
 def test_a_bad_pack_argument_is_one_line_and_writes_nothing(

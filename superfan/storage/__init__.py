@@ -179,7 +179,7 @@ def check_directory(url: str | os.PathLike[str], what: str = "storage") -> None:
         if os.path.lexists(part):
             if not part.is_dir():
                 where = "it" if part == path else str(part)
-                raise StorageError(f"{what} {url}: {where} exists and is not a directory")
+                raise StorageError(f"{what} {url}: cannot write there ({where} exists and is not a directory)")
             return
 
 
