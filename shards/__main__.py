@@ -146,6 +146,35 @@ def _profile(args: argparse.Namespace) -> object:
 #: window; at most 1024 pixels (4 MB a crop decoded); the window around a face, 1 to 8 times its box.
 MIN_CROP, MAX_CROP = 64, 1024
 MIN_CONTEXT, MAX_CONTEXT = 1.0, 8.0
+#: At most this many packing processes (each holds a decoder, a pose fit and a JPEG encoder).
+MAX_PACK_WORKERS = 1024
+#: A source face box side in pixels: ``--min-face`` past it would reject every face of any photo.
+MAX_MIN_FACE = 100_000.0
+MAX_SEED = 2**32 - 1
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """The pack options a user can get wrong, one line each, before anything is read or written."""
+    from superfan import storage
+    from superfan.errors import UserError
+    from superfan.names import check_name
+
+    check_name(args.split, "--split")  # a shard name prefix: 'a/b' or '../x' would leave DEST
+    if args.shard_size < 1:
+        raise UserError(f"--shard-size must be at least 1, got {args.shard_size}")
+    if not 0 <= args.workers <= MAX_PACK_WORKERS:
+        raise UserError(f"--pack-workers {args.workers}: expected 0 (one per CPU) to {MAX_PACK_WORKERS}")
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit {args.limit}: expected at least 1")
+    if not (math.isfinite(args.min_face) and 0.0 <= args.min_face <= MAX_MIN_FACE):
+        raise UserError(f"--min-face {args.min_face:g}: expected a number of pixels from 0 to {MAX_MIN_FACE:g}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UserError(f"--seed {args.seed}: expected 0 to {MAX_SEED}")
+    if not MIN_CROP <= args.crop_size <= MAX_CROP:
+        raise UserError(f"--crop-size {args.crop_size}: expected {MIN_CROP} to {MAX_CROP} pixels")
+    if not (math.isfinite(args.context) and MIN_CONTEXT <= args.context <= MAX_CONTEXT):
+        raise UserError(f"--context {args.context:g}: expected a number from {MIN_CONTEXT:g} to {MAX_CONTEXT:g}")
+    storage.check_directory(args.dest, "DEST")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,11 +186,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from superfan.errors import UserError
-
     if args.command == "pack":
         from shards.pack import PackOptions, pack, summary
 
+        _check_options(args)
         opts = PackOptions(
             format=args.format, src=args.src, dest=args.dest, split=args.split,
             shard_size=args.shard_size,
@@ -170,12 +198,6 @@ def _run(args: argparse.Namespace) -> int:
             pose_file=args.pose_file, pose_source=args.pose_source, progress=not args.no_progress,
             hash_range=_hash_range(args.hash_range), profile=_profile(args), jaw=args.jaw,
         )  # fmt: skip
-        if opts.workers < 0 or (opts.limit is not None and opts.limit < 1):
-            raise UserError("--pack-workers must be >= 0 and --limit >= 1")
-        if not MIN_CROP <= opts.crop_size <= MAX_CROP:
-            raise UserError(f"--crop-size {opts.crop_size}: expected {MIN_CROP} to {MAX_CROP} pixels")
-        if not (math.isfinite(opts.context) and MIN_CONTEXT <= opts.context <= MAX_CONTEXT):
-            raise UserError(f"--context {opts.context:g}: expected a number from {MIN_CONTEXT:g} to {MAX_CONTEXT:g}")
         result = pack(opts)
         print(summary(result, opts))
         return 0

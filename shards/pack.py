@@ -406,6 +406,7 @@ def _release(url: str, data: bytes) -> None:
 def pack(opts: PackOptions) -> PackResult:
     """Pack ``opts.src`` into shards at ``opts.dest``; returns the manifest written. See the module doc.
     Only one pack writes a destination at a time (:data:`CLAIM`); a second is refused with one line."""
+    made = _missing_dirs(opts.dest)
     with storage.retry_window(5.0):
         claim_url, claim_data, staging = _claim(opts.dest)
     try:
@@ -413,6 +414,22 @@ def pack(opts: PackOptions) -> PackResult:
     finally:
         with storage.retry_window(5.0):
             _release(claim_url, claim_data)
+        for path in made:  # a refused pack leaves no empty DEST behind (rmdir removes empty directories only)
+            try:
+                os.rmdir(path)
+            except OSError:
+                break
+
+
+def _missing_dirs(dest: str) -> list[str]:
+    """The local directories, deepest first, that writing ``dest`` creates (none on S3)."""
+    if storage.is_s3(dest):
+        return []
+    out, path = [], os.path.abspath(dest)
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        out.append(path)
+        path = os.path.dirname(path)
+    return out
 
 
 def _pack(opts: PackOptions, stage: str) -> PackResult:

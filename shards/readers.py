@@ -29,6 +29,9 @@ from superfan import storage
 from superfan.errors import UserError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG")
+#: The most faces ``pack synthetic N`` makes (its list of items is built whole; the sweeps' synthetic sets have
+#: the same bound).
+MAX_SYNTHETIC_FACES = 1_000_000
 
 #: Stable rejection reasons: the manifest and the summary count by these strings.
 REASONS = {
@@ -561,6 +564,8 @@ class SyntheticReader(Reader):
             raise UserError(f"synthetic: SRC must be a number of faces, got {src!r}") from None
         if self.count <= 0:
             raise UserError(f"synthetic: SRC must be a positive number of faces, got {src!r}")
+        if self.count > MAX_SYNTHETIC_FACES:
+            raise UserError(f"synthetic: SRC must be at most {MAX_SYNTHETIC_FACES:,} faces, got {src!r}")
         self.seed = int(options.get("seed") or 0)
         self.render_size = int(options.get("render_size") or 256)
 

@@ -92,7 +92,23 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise IntegrityError(f"{url}: not a superfan checkpoint (format {got!r}, expected {FORMAT!r})")
+    problem = _payload_problem(payload)
+    if problem:
+        raise IntegrityError(f"{url}: a damaged superfan checkpoint: {problem}")
     return payload
+
+
+def _payload_problem(payload: dict[str, Any]) -> str | None:
+    """What makes a payload of the right format unusable (its config, a network's weights), or None."""
+    if not isinstance(payload.get("config"), dict):
+        return "it has no config (the resolved config every checkpoint carries, which its networks are built from)"
+    for name in ("generator", "fan", "critic"):
+        state = payload.get(name)
+        if state is not None and not (
+            isinstance(state, dict) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items())
+        ):
+            return f"its {name} weights are not a state dict of tensors"
+    return None
 
 
 def state_fingerprint(state: Mapping[str, torch.Tensor]) -> str:

@@ -395,7 +395,7 @@ class Config(_Strict):
     model: ModelConfig = ModelConfig()
     losses: LossesConfig = LossesConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
-    stages: list[StageConfig] = Field(default_factory=paper_stages)
+    stages: list[StageConfig] = Field(default_factory=paper_stages, min_length=1)  #: at least one: nothing to train
     data: DataConfig = DataConfig()
     augment: AugmentConfig = AugmentConfig()
     degrade: DegradeConfig = DegradeConfig()
@@ -512,12 +512,23 @@ def profile_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("superfan.configs").iterdir() if p.name.endswith(".yaml"))
 
 
+def read_text_file(path: Path, what: str) -> str:
+    """A UTF-8 text file's contents; unreadable or not UTF-8 is one ``ConfigError`` line naming the file."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        byte = f"byte {err.start} is 0x{err.object[err.start]:02x}"
+        raise ConfigError(f"{path}: {what} is not UTF-8 text ({byte})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the {what} ({err.strerror or err})") from None
+
+
 def _read_yaml(name_or_path: str) -> tuple[dict[str, Any], str]:
     path = Path(name_or_path)
     if path.suffix in {".yaml", ".yml"} or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file not found: {name_or_path}")
-        text, source = path.read_text(), str(path)
+        text, source = read_text_file(path, "config file"), str(path)
     else:
         res = resources.files("superfan.configs") / f"{name_or_path}.yaml"
         if not res.is_file():

@@ -146,6 +146,7 @@ def plan(kind: str, args: argparse.Namespace) -> Sweep:
         raise ConfigError(f"--storage {redact(args.storage)}: no credentials in a storage URL (they would be "
                           "written with it): use the AWS variables or a profile")  # fmt: skip
     root = storage.absolute(args.storage)
+    storage.check_directory(root, "--storage")
     from sweeps.searcher import check_storage_url, default_storage
 
     # From here on the settings hold the URIs as they may be written (passwords masked): the real ones stay

@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from superfan import storage
-from superfan.config import MAX_EPOCHS, Config, _not_bool, from_dict, load_config
+from superfan.config import MAX_EPOCHS, Config, _not_bool, from_dict, load_config, read_text_file
 from superfan.errors import ConfigError
 from sweeps.space import FIXED, SPEC_TYPES, Section
 
@@ -63,7 +63,8 @@ class SweepSettings(_Strict):
     mode: Literal["max", "min"] = "max"
     multi_objective: bool = False
     secondary_metric: str = "val_psnr"
-    stages: list[str] | None = None  #: stage names to run per trial (default: all non-teacher stages)
+    #: stage names to run per trial (default: all non-teacher stages; an empty list is an error, not the default)
+    stages: list[str] | None = Field(None, min_length=1)
     epochs: Count | dict[str, Count] | None = None  #: per selected stage (int) or per name
     teacher_epochs: Count | None = None  #: epochs of the teacher stage when the sweep trains the teacher
     grace_period: int = Field(1, ge=1, le=MAX_COUNT)
@@ -75,7 +76,7 @@ class SweepSettings(_Strict):
     keep_checkpoints: int = Field(2, ge=1)  #: per trial, the best by ``metric`` (plus Train's latest)
     #: stages whose reports may be promoted (default: the last stage run, so a Super-FAN sweep promotes a
     #: Super-FAN checkpoint, not an earlier stage's that happened to score higher on a small val set)
-    promote_stages: list[str] | None = None
+    promote_stages: list[str] | None = Field(None, min_length=1)
     trial_memory_gb: float = Field(0.25, ge=0)  #: what the (CPU-less) trial actor reserves
     #: stop starting new trials once the trials' device-hours add up to this (sweeps/budget.py)
     budget_hours: float | None = Field(None, gt=0)
@@ -160,7 +161,7 @@ def read_sweep_file(path: str) -> SweepFile:
     if not p.is_file():
         raise ConfigError(f"sweep config not found: {path}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(read_text_file(p, "sweep config")) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):

@@ -1,6 +1,6 @@
 """Property tests (Hypothesis) over every kind of input a user or a damaged store can hand superfan.
 
-Over 1,000 generated malformed inputs per run of the suite, derandomised so that CI sees the same ones:
+Over 4,000 generated malformed inputs per run of the suite, derandomised so that CI sees the same ones:
 
 * shard members (JSON that is not an object, wrong types, random bytes for the JPEG, bombs, missing and
   stray members) mixed with valid faces: no exception, and every valid face comes out of the stream;
@@ -13,7 +13,16 @@ Over 1,000 generated malformed inputs per run of the suite, derandomised so that
 * ``pull`` destinations (names with glob characters, dots, hidden siblings that look like its leftovers,
   symlinks, files on the way): a champion or one line, and every sibling survives;
 * ``enhance`` boxes (any value as a box, against any image size) and ``--boxes`` files (any JSON, any
-  text): a box, a one-line ``BoxError``, or one ``UserError`` line.
+  text): a box, a one-line ``BoxError``, or one ``UserError`` line;
+* ``enhance`` input files (random bytes; real PNG, JPEG, GIF, TIFF and 16-bit files truncated, with bytes
+  flipped, or with their PNG header's size, depth and colour type rewritten): an 8-bit RGB array within the
+  pixel bound, or one line saying why the file is skipped;
+* ``superfan enhance`` runs (the command's ``main``, in-process) with such an input and any ``-o``: a new or
+  existing directory, a file, a path under a file, symlinks (to a directory, dangling, a loop), ``faces``
+  a file, a directory where an output file goes, an input inside ``faces/``: outputs written, or one line
+  (exit 1 when every input was skipped, 2 on a user error), and nothing beside ``-o`` touched;
+* ``python -m shards pack`` argument lists (its ``main``, in-process; any split, sizes, seeds, ranges, yaws,
+  DEST a file or under one): a pack that ``verify`` accepts, or one line and no shard written.
 
 "No traceback" means: the only exceptions that may escape are superfan's user errors, each one line.
 """
@@ -29,6 +38,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -42,7 +52,8 @@ from superfan.errors import UserError
 
 #: Examples per property; their sum is the suite's count of malformed inputs (docs/faults.md).
 EXAMPLES = {"members": 250, "bytes": 150, "manifests": 200, "sweeps": 200, "overrides": 300,
-            "champion_manifests": 300, "pull_paths": 200, "boxes": 1000, "boxes_files": 500}  # fmt: skip
+            "champion_manifests": 300, "pull_paths": 200, "boxes": 1000, "boxes_files": 500,
+            "enhance_images": 900, "enhance_runs": 50, "pack_args": 300}  # fmt: skip
 #: Inputs each property actually ran on in this session (Hypothesis may stop early on a small space).
 RAN = dict.fromkeys(EXAMPLES, 0)
 
@@ -370,6 +381,248 @@ def test_a_boxes_file_is_a_table_or_one_line(content: Any) -> None:
             _one_line(err)
             return
         assert isinstance(table, dict) and all(isinstance(v, list) for v in table.values())
+
+
+# ------------------------------------------------------------------------------ enhance inputs and -o
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[str, bytes]:
+    """Small real image files of every kind enhance meets: name -> bytes."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    out: dict[str, bytes] = {}
+    for name, img, fmt in [
+        ("png", rgb, "PNG"), ("jpeg", rgb, "JPEG"), ("gif", rgb.convert("P"), "GIF"), ("bmp", rgb, "BMP"),
+        ("rgba", rgb.convert("RGBA"), "PNG"), ("grey", rgb.convert("L"), "PNG"),
+        ("png16", Image.fromarray(rng.integers(0, 65536, (24, 24), dtype=np.uint16)), "PNG"),
+        ("tiff16", Image.fromarray(rng.integers(0, 65536, (24, 24), dtype=np.uint16)), "TIFF"),
+        ("float", Image.fromarray(rng.random((24, 24), dtype=np.float32)), "TIFF"),
+    ]:  # fmt: skip
+        buf = io.BytesIO()
+        img.save(buf, format=fmt)
+        out[name] = buf.getvalue()
+    return out
+
+
+KINDS = ["png", "jpeg", "gif", "bmp", "rgba", "grey", "png16", "tiff16", "float"]
+SIDE = st.integers(0, 2**31) | st.sampled_from([1, 8192, 8193, 20000])
+FLIPS = st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=8)
+IMAGE = st.one_of(
+    st.binary(max_size=300),
+    st.tuples(st.just("valid"), st.sampled_from(KINDS)),
+    st.tuples(st.just("truncate"), st.sampled_from(KINDS), st.floats(0, 1)),
+    st.tuples(st.just("flip"), st.sampled_from(KINDS), FLIPS),
+    st.tuples(st.just("ihdr"), SIDE, SIDE, st.sampled_from([0, 1, 2, 4, 8, 16, 255]),
+              st.sampled_from([0, 1, 2, 3, 4, 6, 7]), st.booleans()),
+)  # fmt: skip
+
+
+def _image_bytes(spec: Any, images: dict[str, bytes]) -> bytes:
+    if isinstance(spec, bytes):
+        return spec
+    what, kind, *rest = spec
+    if what == "ihdr":  # a real PNG whose header claims another size, depth or colour type
+        import struct
+        import zlib
+
+        width, height, depth, colour, crc_ok = kind, *rest
+        raw = bytearray(images["png"])
+        data = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+        raw[16:29] = data
+        raw[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + data) if crc_ok else 0)
+        return bytes(raw)
+    raw = bytearray(images[kind])
+    if what == "truncate":
+        return bytes(raw[: int(rest[0] * len(raw))])
+    if what == "flip":
+        for where, value in rest[0]:
+            raw[int(where * len(raw))] = value
+    return bytes(raw)
+
+
+@fuzz("enhance_images")
+@given(spec=IMAGE, suffix=st.sampled_from([".png", ".jpg", ".tif", ".gif", ".bin"]))
+def test_any_image_file_is_8_bit_rgb_within_bounds_or_one_line(
+    images: dict[str, bytes], spec: Any, suffix: str
+) -> None:
+    RAN["enhance_images"] += 1
+    from superfan.commands.enhance import MAX_INPUT_PIXELS, read_image
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d, f"face{suffix}")
+        path.write_bytes(_image_bytes(spec, images))
+        try:
+            img = read_image(path)
+        except (OSError, ValueError) as err:  # a skip, reported on one line
+            assert str(err).strip() and "\n" not in str(err), repr(str(err))
+            return
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+    assert 0 < img.shape[0] * img.shape[1] <= MAX_INPUT_PIXELS
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real checkpoint of the tiny profile's freshly initialised networks."""
+    import torch
+
+    from superfan.checkpoint import save_checkpoint
+    from superfan.models import FAN, Generator
+
+    cfg = load_config("tiny")
+    torch.manual_seed(0)
+    payload = {
+        "stage": "end2end", "stage_kind": "end2end", "stage_index": 3, "epoch": 0, "global_epoch": 0, "step": 0,
+        "generator": Generator.from_config(cfg.model.generator).state_dict(),
+        "fan": FAN.from_config(cfg.model.fan).state_dict(), "critic": None, "optimizers": {}, "schedulers": {},
+        "config": cfg.to_dict(), "metrics": {}, "perceptual_pretrained": False, "perceptual_weights": None,
+        "teacher": None,
+    }  # fmt: skip
+    out = tmp_path_factory.mktemp("fuzz-ckpt") / "end2end"
+    save_checkpoint(out, payload)
+    return out
+
+
+OUT_KINDS = ["new", "existing", "file", "under_file", "symlink_dir", "dangling", "loop", "faces_file",
+             "output_is_dir", "landmarks_dir", "input_inside"]  # fmt: skip
+
+
+def _run_quietly(main: Any, argv: list[str]) -> tuple[int, str]:
+    import contextlib
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            rc = main(argv)
+        except SystemExit as exit_:  # argparse: usage and one error line, exit 2
+            rc = exit_.code if isinstance(exit_.code, int) else 2
+    return rc, err.getvalue()
+
+
+@fuzz("enhance_runs")
+@given(kind=st.sampled_from(OUT_KINDS), name=NAME, spec=st.one_of(st.tuples(st.just("valid"), st.sampled_from(KINDS)),
+       IMAGE), crops=st.booleans())  # fmt: skip
+def test_any_enhance_run_writes_its_outputs_or_is_one_line(
+    tiny_checkpoint: Path, images: dict[str, bytes], kind: str, name: str, spec: Any, crops: bool
+) -> None:
+    RAN["enhance_runs"] += 1
+    from superfan.cli import main
+
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        (root / "keep.txt").write_text("mine")
+        (root / "afile").write_text("mine")
+        (root / "real").mkdir()
+        out = root / "afile" / name if kind == "under_file" else root / name
+        face = root / "in" / "face.png"
+        if kind in ("existing", "faces_file", "output_is_dir", "landmarks_dir", "input_inside"):
+            out.mkdir()
+        if kind == "file":
+            out.write_text("mine")
+        elif kind == "symlink_dir":
+            out.symlink_to(root / "real")
+        elif kind == "dangling":
+            out.symlink_to(root / "nowhere")
+        elif kind == "loop":
+            out.symlink_to(root / "loop2")
+            (root / "loop2").symlink_to(out)
+        elif kind == "faces_file":
+            (out / "faces").write_text("mine")
+        elif kind == "output_is_dir":
+            (out / "faces" / "face.png").mkdir(parents=True)
+        elif kind == "landmarks_dir":
+            (out / "landmarks.json").mkdir()
+        elif kind == "input_inside":
+            face = out / "faces" / "face.png"
+        face.parent.mkdir(parents=True, exist_ok=True)
+        face.write_bytes(_image_bytes(spec, images))
+        argv = ["enhance", str(tiny_checkpoint), str(face), "-o", str(out), "--no-progress"] + (["--crops"] * crops)
+        rc, err = _run_quietly(main, argv)
+        assert "Traceback" not in err, err
+        errors = [ln for ln in err.splitlines() if ln.startswith("superfan enhance: error: ")]
+        if rc == 2:
+            assert len(errors) == 1, err
+        else:
+            assert not errors, err
+            doc = json.loads((out / "landmarks.json").read_text())
+            assert len(doc["faces"]) == (1 if rc == 0 else 0) and rc in (0, 1), (rc, err)
+        assert (root / "keep.txt").read_text() == "mine" and (root / "afile").read_text() == "mine"
+        if kind == "file":
+            assert out.read_text() == "mine"
+
+
+# ------------------------------------------------------------------------------ pack arguments
+
+
+@pytest.fixture(scope="module")
+def old_pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from shards.pack import PackOptions, pack
+
+    dest = tmp_path_factory.mktemp("fuzz-old") / "pack"
+    pack(PackOptions(format="synthetic", src="2", dest=str(dest), split="old", workers=1, progress=False))
+    return dest
+
+
+PACK_OPTION = st.one_of(
+    st.tuples(st.just("--split"), st.text(alphabet="ab./*?[] -_\n", min_size=0, max_size=6) | st.just("val")),
+    st.tuples(st.just("--shard-size"), st.sampled_from(["-2", "0", "1", "2", "99999999999999999999", "x"])),
+    st.tuples(st.just("--crop-size"), st.sampled_from(["-1", "0", "63", "64", "100", "1025", "nan"])),
+    st.tuples(st.just("--context"), st.sampled_from(["nan", "inf", "-1", "0.5", "1", "2.4", "8", "9", "x"])),
+    st.tuples(st.just("--min-face"), st.sampled_from(["nan", "-inf", "-5", "0", "16", "100001", "1e300"])),
+    st.tuples(st.just("--seed"), st.sampled_from(["-1", "0", "7", "4294967296", "1.5"])),
+    st.tuples(st.just("--limit"), st.sampled_from(["-1", "0", "1", "2"])),
+    st.tuples(st.just("--pack-workers"), st.sampled_from(["-1", "1", "2000", "x"])),
+    st.tuples(st.just("--hash-range"), st.text(alphabet="0.51:-na", max_size=7) | st.sampled_from(["0:0.5", "0:1"])),
+    st.tuples(st.just("--yaws"), st.sampled_from(["default", "30", "45,90", "nan", "0", "91", "30,x", ""])),
+    st.tuples(st.just("--profile-views"), st.sampled_from(["-1", "0", "1", "99999999999"])),
+    st.tuples(st.just("--profile-pitch"), st.sampled_from(["nan", "-1", "5", "31"])),
+    st.tuples(st.just("--dataset"), st.text(alphabet="ab./_ ", max_size=5)),
+    st.tuples(st.just("--jaw"), st.sampled_from(["2d-3d", "sideways"])),
+    st.sampled_from([("--overwrite",), ("--profile-mirror",)]),
+)  # fmt: skip
+
+
+@fuzz("pack_args")
+@given(fmt=st.sampled_from(["synthetic"] * 4 + ["300w", "widerface", "celeba"]),
+       src=st.sampled_from(["1", "2", "3", "0", "-2", "x", "1e3", "99999999999999999999", "missing", "afile"]),
+       dest=st.sampled_from(["new", "nested_new", "old_pack", "afile", "under_file"]),
+       options=st.lists(PACK_OPTION, max_size=4))  # fmt: skip
+def test_any_pack_arguments_make_a_verified_pack_or_one_line(
+    old_pack: Path, fmt: str, src: str, dest: str, options: list[tuple[str, ...]]
+) -> None:
+    RAN["pack_args"] += 1
+    import shutil
+
+    from shards.__main__ import main
+    from shards.writer import verify
+
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        (root / "afile").write_text("mine")
+        target = {"new": root / "pack", "nested_new": root / "a" / "b", "old_pack": root / "old",
+                  "afile": root / "afile", "under_file": root / "afile" / "pack"}[dest]  # fmt: skip
+        if dest == "old_pack":
+            shutil.copytree(old_pack, target)
+        source = str(root / src) if src in ("missing", "afile") else src
+        argv = ["pack", fmt, source, str(target), "--split", "train", "--no-progress", "--pack-workers", "1"]
+        argv += [part for option in options for part in option]
+        rc, err = _run_quietly(main, argv)
+        assert "Traceback" not in err, err
+        lines = err.strip().splitlines()
+        if rc == 0:
+            assert verify(str(target))["shards"] >= 1
+        else:
+            assert rc == 2, (rc, err)
+            errors = [ln for ln in lines if ": error: " in ln]
+            assert len(errors) == 1, err
+            if dest in ("new", "nested_new"):
+                assert not (root / "pack").exists() and not (root / "a").exists()
+            if dest == "old_pack":
+                assert verify(str(target))["shards"] >= 1  # the old pack untouched
+        assert (root / "afile").read_text() == "mine"
+        assert not [p for p in root.iterdir() if p.name.endswith(".tar")]  # nothing written beside DEST
 
 
 def test_the_suite_ran_over_three_thousand_inputs() -> None:

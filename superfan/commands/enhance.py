@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 #: a photo with faces in it, and shrinking it whole to 16 px would draw 68 landmarks over a group.
 MAX_CROP_SIDE = 256
 MAX_CROP_ASPECT = 1.6
+#: The most pixels an input may have (64 megapixels, e.g. 8192x8192), read from its header before anything is
+#: decoded: a full photo is held as 8-bit and float copies (about 20 bytes a pixel, 1.3 GB here).
+MAX_INPUT_PIXELS = 8192 * 8192
 
 
 def crop_problem(width: int, height: int) -> str | None:
@@ -79,7 +84,11 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            try:
+                found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            except OSError as err:
+                warn(f"skipped {p}: cannot list it ({err.strerror or err})")
+                continue
             if not found:
                 warn(f"skipped {p}: a directory with no images")
             out.extend(found)
@@ -89,20 +98,55 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """HxWx3 uint8 RGB; raises ``OSError``/``ValueError`` with a short reason for unreadable files."""
+    """HxWx3 uint8 RGB; raises ``OSError``/``ValueError`` with a short reason for unreadable files.
+
+    The pixel count is read from the file's header and checked against :data:`MAX_INPUT_PIXELS` before
+    anything is decoded. 16-bit images are scaled to 8 bits (``round(v / 257)``: 65535 is 255, not clipped);
+    images of floating-point or 32-bit integer samples are refused (no one scale fits them).
+    """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     if not path.exists():
         raise OSError("no such file")
     try:
-        with Image.open(path) as im:
-            im.load()
-            return np.asarray(im.convert("RGB"))
+        # PIL's warnings (its pixel limit: ours below is stricter; damaged TIFF tags) would be stray lines:
+        # a file is read or skipped with one line
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                width, height = im.size
+                if width * height > MAX_INPUT_PIXELS:
+                    raise ValueError(f"{width}x{height} is {_too_many(width * height)}")
+                im.load()
+                return _to_rgb8(im)
+    except Image.DecompressionBombError as err:  # PIL's own refusal at open, at twice its limit
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        raise ValueError(f"the image is {_too_many(int(found.group(1)) if found else None)}") from None
     except UnidentifiedImageError:
         raise ValueError("not an image PIL can read") from None
     except (OSError, SyntaxError) as err:  # truncated or corrupt files
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(f"corrupt image ({reason})") from None
+
+
+def _too_many(pixels: int | None) -> str:
+    size = f"{pixels / 1e6:.0f} megapixels" if pixels else "too many pixels"
+    return f"{size}, over the {MAX_INPUT_PIXELS / 1e6:.0f} megapixels enhance reads (nothing decoded)"
+
+
+def _to_rgb8(im: Any) -> np.ndarray:
+    """HxWx3 uint8 RGB of a decoded PIL image, its full range kept (PIL's own ``convert`` clips 16-bit
+    grey to 255: a 16-bit face would come out white)."""
+    if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG"):  # PNG's 16-bit grey reads as I
+        wide = np.asarray(im).astype(np.float64)
+        grey = np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if im.mode in ("I", "F"):
+        kind = "floating-point" if im.mode == "F" else "32-bit integer"
+        raise ValueError(f"{kind} samples (mode {im.mode}) have no one 8-bit scale: save it as 8- or 16-bit")
+    return np.asarray(im.convert("RGB"))
 
 
 def parse_boxes(path: Path) -> dict[str, list[list[float]]]:
@@ -181,7 +225,51 @@ class Face:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def check_out(out: Path, paths: list[Path]) -> None:
+    """One line if ``-o OUT`` cannot hold enhance's outputs (a file, under a file, a symlink loop, ``faces``
+    or ``overlays`` there not directories) or an input lies where they are written; creates nothing."""
+    from superfan.errors import UserError
+
+    try:
+        if out.exists() and not out.is_dir():
+            raise UserError(f"-o {out}: exists and is not a directory")
+        for sub in ("faces", "overlays"):  # what enhance writes into; an input there would be overwritten
+            target = out / sub
+            if target.exists() and not target.is_dir():
+                raise UserError(f"-o {out}: {target} exists and is not a directory")
+            where = target.resolve()
+            inside = [p for p in paths if _resolved(p).parent == where]
+            if inside:
+                raise UserError(f"{inside[0]}: an input inside {target}, where enhance writes its outputs; "
+                                "move it or choose another -o (nothing written)")  # fmt: skip
+    except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop (Path.resolve before Python 3.13)
+        raise UserError(f"-o {out}: unusable ({getattr(err, 'strerror', None) or err})") from None
+
+
+def _resolved(path: Path) -> Path:
+    """``path`` resolved, or made absolute when it cannot be (a symlink loop: reading it is skipped anyway)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
+
+
 def run(args: argparse.Namespace) -> int:
+    """The command; an output that cannot be written under ``-o`` (a directory where a face's PNG or
+    ``landmarks.json`` goes) is one line naming it."""
+    from superfan.errors import UserError
+
+    try:
+        return _run(args)
+    except OSError as err:
+        name = Path(os.fsdecode(err.filename)) if isinstance(err.filename, str | bytes) else None
+        out = _resolved(args.out)
+        if name is None or not (_resolved(name) == out or out in _resolved(name).parents):
+            raise
+        raise UserError(f"-o {args.out}: cannot write {name} ({err.strerror or err})") from None
+
+
+def _run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
@@ -196,23 +284,17 @@ def run(args: argparse.Namespace) -> int:
         from superfan.detectors import get_detector
 
         detector = get_detector(args.detector)
+    paths = expand_inputs(args.inputs)
+    if not paths:
+        raise UserError("no input images")
+    out: Path = args.out
+    check_out(out, paths)  # before the champion is loaded: a wrong -o costs nothing
     enhancer = Enhancer.from_checkpoint(args.champion, device=args.device, batch_size=args.batch)
     if enhancer.real_world is False:
         warn(
             "note: this champion was trained on clean bicubic downsampling (degrade.real_world=false); "
             "for real photos a real_world=true champion gives sharper faces (paper 5.3, docs/enhance.md)"
         )
-    paths = expand_inputs(args.inputs)
-    if not paths:
-        raise UserError("no input images")
-    out: Path = args.out
-    if out.exists() and not out.is_dir():
-        raise UserError(f"-o {out}: exists and is not a directory")
-    for sub in ("faces", "overlays"):  # what enhance writes into; an input there would be overwritten
-        inside = [p for p in paths if p.resolve().parent == (out / sub).resolve()]
-        if inside:
-            raise UserError(f"{inside[0]}: an input inside {out / sub}, where enhance writes its outputs; "
-                            "move it or choose another -o (nothing written)")  # fmt: skip
     try:
         (out / "faces").mkdir(parents=True, exist_ok=True)
         (out / "overlays").mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import torch
 
 from superfan import metrics, storage
 from superfan.config import Config
+from superfan.errors import BadData
 from superfan.evaluate.methods import BASELINES, Method
 from superfan.evaluate.scoring import Modes, pick_samples, run_pass
 from superfan.landmarks import pose_bin, pose_bin_names
@@ -68,6 +69,10 @@ def evaluate_models(
     mods = [m for meth in methods for m in (meth.fan, meth.generator)]
     with Modes(*mods), torch.inference_mode():
         got = run_pass(methods, loader, edges, max_faces=max_faces, samples=samples, progress=progress)
+    if not got.yaw:  # tables of zero faces are no result: say so instead of writing empty ones
+        data = ", ".join(map(str, (meta or {}).get("data") or [])) or "the data"
+        raise BadData(f"no face to evaluate in {data}: it yielded none (every sample damaged or skipped, "
+                      "or no samples at all); nothing written")  # fmt: skip
     a = got.arrays()
     yaw = a["yaw"]
     keys = metrics.bin_keys(edges)

@@ -58,9 +58,9 @@ from superfan.storage.urls import (
 
 __all__ = [
     "ALLOW_COMMAND_URLS_ENV", "BOTOCORE_MAX_ATTEMPTS", "COMMAND_SCHEMES", "DEFAULT_RETRY_SECONDS", "RETRY_MODE_ENV",
-    "RETRY_SECONDS_ENV", "RetryingArrowFS", "_arrow_transient", "absolute", "arrow_error_code", "check_url",
-    "check_writable", "create_exclusive", "delete", "download_file", "endpoint", "exists", "fsync_dir", "is_s3",
-    "join", "list_files", "move", "open_read", "pyarrow_fs", "read_bytes", "read_text", "reset_clients",
+    "RETRY_SECONDS_ENV", "RetryingArrowFS", "_arrow_transient", "absolute", "arrow_error_code", "check_directory",
+    "check_url", "check_writable", "create_exclusive", "delete", "download_file", "endpoint", "exists", "fsync_dir",
+    "is_s3", "join", "list_files", "move", "open_read", "pyarrow_fs", "read_bytes", "read_text", "reset_clients",
     "retry_seconds", "retry_stats", "retry_window", "s3_client", "split_s3", "upload_file", "write_bytes", "write_text",
 ]  # fmt: skip
 
@@ -168,8 +168,24 @@ def delete(url: str | os.PathLike[str]) -> None:
         _local.delete(url)
 
 
+def check_directory(url: str | os.PathLike[str], what: str = "storage") -> None:
+    """One line if a local ``url`` cannot be a directory: it, or the nearest part of it that exists, is a
+    file (or anything else that is not a directory). S3 prefixes are always fine here."""
+    url = str(url)
+    if is_s3(url):
+        return
+    path = Path(url).absolute()
+    for part in (path, *path.parents):
+        if os.path.lexists(part):
+            if not part.is_dir():
+                where = "it" if part == path else str(part)
+                raise StorageError(f"{what} {url}: cannot write there ({where} exists and is not a directory)")
+            return
+
+
 def check_writable(url: str | os.PathLike[str]) -> None:
     """Fail early, with one line, if ``url`` cannot be written (bucket missing, bad credentials...)."""
+    check_directory(url)
     probe = join(url, f".superfan-write-probe-{os.getpid()}")
     write_bytes(probe, b"ok")
     delete(probe)

@@ -157,7 +157,7 @@ class Experiment:
         by_name = {s["name"]: s["epochs"] for s in (self.sweep.get("config") or {}).get("stages", [])}
         try:
             return sum(int(by_name[n]) for n in stages) or None
-        except KeyError:
+        except (KeyError, TypeError, ValueError):  # an unknown stage name, or a damaged count: no total
             return None
 
     def rows(self) -> list[dict[str, Any]]:
@@ -210,14 +210,40 @@ def _read_trial(url: str, d: str, files: Sequence[str]) -> tuple[dict[str, Any],
     return params, records, error
 
 
+#: sweep.json fields the report reads, and the JSON type each must have
+_SWEEP_FIELDS: dict[str, type] = {"name": str, "settings": dict, "space": dict, "config": dict, "stages": list}
+_JSON_NAMES = {str: "string", dict: "object", list: "array"}
+
+
+def _read_sweep_json(sweep_url: str) -> dict[str, Any]:
+    """``sweep.json`` as an object; damage (not JSON, not an object, a field of the wrong type) is one line."""
+    try:
+        sweep = json.loads(storage.read_text(sweep_url))
+    except ValueError as err:
+        reason = f"{err.msg} at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else str(err)
+        raise StorageError(f"{sweep_url}: damaged, not valid JSON ({reason}); is this a sweep's directory?") from None
+    if not isinstance(sweep, dict):
+        raise StorageError(f"{sweep_url}: damaged, expected a JSON object, got {type(sweep).__name__}")
+    for key, kind in _SWEEP_FIELDS.items():
+        if sweep.get(key) is not None and not isinstance(sweep[key], kind):
+            raise StorageError(f"{sweep_url}: damaged, {key!r} is not a JSON {_JSON_NAMES[kind]}")
+    if not all(isinstance(name, str) for name in sweep.get("stages") or []):
+        raise StorageError(f"{sweep_url}: damaged, 'stages' is not a list of stage names")
+    if not all(isinstance(spec, dict) for spec in (sweep.get("space") or {}).values()):
+        raise StorageError(f"{sweep_url}: damaged, 'space' is not an object of search specs")
+    stages = (sweep.get("config") or {}).get("stages", [])
+    if not isinstance(stages, list) or not all(isinstance(s, dict) and "name" in s and "epochs" in s for s in stages):
+        raise StorageError(f"{sweep_url}: damaged, 'config.stages' is not a list of stages")
+    return sweep
+
+
 def read_experiment(url: str) -> Experiment:
     """Everything about a sweep's trials that is on storage (``url`` = ``<storage>/sweeps/<name>``)."""
     url = url.rstrip("/")
     sweep_url = storage.join(url, "sweep.json")
     if not storage.exists(sweep_url):
         raise StorageError(f"{url}: no sweep there (no sweep.json; give <storage>/sweeps/<name>)")
-    sweep = json.loads(storage.read_text(sweep_url))
-    exp = Experiment(url=url, sweep=sweep)
+    exp = Experiment(url=url, sweep=_read_sweep_json(sweep_url))
     files = storage.list_files(url)
     tune = _tune_trials(url, files)
     trial_files = ("/params.json", "/result.json")
