@@ -266,6 +266,7 @@ class EpochData:
             self.steps = batches_per_epoch(cfg, world_size)
         self.ledger = SampleLedger()
         self.last_val: dict[str, Any] = {}
+        self._augment: Any = None  # superfan.data.device_augment.DeviceAugment, made on first use
 
     def train_epoch(
         self, runner: StageRunner, pos: Position, partial: Callable[[StageRunner, dict[str, float]], None]
@@ -278,6 +279,7 @@ class EpochData:
         every = self.cfg.train.report_every_steps
         for i, batch in enumerate(_agreed_batches(loader, self.steps)):
             self.ledger.add(batch)
+            batch = self.on_device(batch)
             for k, v in runner.step(batch).items():
                 sums[k] = sums.get(k, 0.0) + v
             n, pos.step = n + 1, pos.step + 1
@@ -289,6 +291,17 @@ class EpochData:
         if fewest != most:  # batches_per_epoch makes this impossible; a silent mismatch would hang DDP
             raise RuntimeError(f"ranks took {fewest:.0f} to {most:.0f} steps in one epoch (expected {self.steps})")
         return mean_across_ranks({k: v / max(n, 1) for k, v in sums.items()}), n, elapsed
+
+    def on_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A batch the stream handed over (``data.augment_on: device``) made into a contract batch here, on
+        the training device; a finished batch as it is."""
+        from superfan.data.device_augment import DeviceAugment, is_handover
+
+        if not is_handover(batch):
+            return batch
+        if self._augment is None:
+            self._augment = DeviceAugment(self.cfg, self.device)
+        return self._augment(batch)
 
     def epoch_figures(self, steps: int, elapsed: float, skipped: int) -> dict[str, Any]:
         return {"images_per_s": steps * self.cfg.data.batch_size / max(elapsed, 1e-9), "epoch_steps": steps,
