@@ -172,3 +172,33 @@ def test_the_training_loop_runs_on_the_device_path(shard_dir: Path, tmp_path: Pa
                         world_size=1, device=cpu, report=LocalReporter(str(tmp_path / "sr")))  # fmt: skip
     assert last["stage"] == "pixel" and last["epoch_steps"] == 2 and last["global_epoch"] == 1
     assert np.isfinite(last["train_loss_total"]) and last["images_per_s"] > 0
+
+
+def test_bench_loop_runs_tiny_on_cpu(shard_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``superfan bench loop`` through the CLI parser: both data paths, micro networks (the pixel stage: the
+    mechanics are the same for every kind, and it builds no ResNet-50 or FAN)."""
+    import json
+
+    from superfan.cli import build_parser
+    from superfan.commands import bench
+
+    yaml = tmp_path / "micro.yaml"
+    yaml.write_text(
+        "base: tiny\nmodel:\n  generator: {layout: [1, 1, 1], channels: 8}\n  critic: {channels: 8}\n"
+        "  fan: {stacks: 1, features: 16, hourglass_depth: 2}\nlosses:\n  perceptual: {layers: [layer1]}\n"
+    )
+    out = tmp_path / "loop.json"
+    argv = ["bench", "loop", "--config", str(yaml), "--stages", "pixel", "--batches", "4", "--augment-on",
+            "loader,device", "--data", str(shard_dir / "manifest.json"), "--steps", "2", "--real-world",
+            "--device", "cpu", "--json-out", str(out)]  # fmt: skip
+    args = build_parser().parse_args(argv)
+    assert bench.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "data wait" in printed and "pixel     device" in printed
+    result = json.loads(out.read_text())
+    assert result["device"] == "cpu" and result["real_world"] is True
+    assert [(r["stage"], r["augment_on"], r["batch"]) for r in result["rows"]] == [
+        ("pixel", "loader", 4), ("pixel", "device", 4)]  # fmt: skip
+    for r in result["rows"]:
+        assert r["images_per_s"] > 0 and r["compute_images_per_s"] > 0 and 0 <= r["data_wait_share"] < 1
+        assert r["steps"] >= 2 and r["peak_memory_mb"] > 0 and r["memory_kind"] == "process_rss_peak"
