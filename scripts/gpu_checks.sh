@@ -10,10 +10,10 @@
 #      trials per GPU");
 #   3. superfan bench models / train (paper profile, batch 64) / enhance: the GPU figures of docs/results.md;
 #   4. scripts/loop_throughput.py with the paper profile: the loop with its data stream, no Ray;
-#   5. cost (issue 31; not in the default STEPS, ~6 min alone: STEPS=cost): `superfan bench loop` on 4,096
+#   5. cost (issue 31; not in the default STEPS, ~8 min alone: STEPS=cost): `superfan bench loop` on 4,096
 #      packed synthetic faces, paper profile, bf16 + channels_last: heatmap and end2end stages, data.augment_on
 #      device at batch 64/256/512/1024 and loader at 64/256/512, device at 1024 with the real-world degradation
-#      (nvJPEG round trips), then generator inference (`bench models`) at batch 1024/4096/8192. JSON rows in
+#      (nvJPEG round trips), heatmap at 512 with torch.compile (train.compile), then generator inference (`bench models`) at batch 1024/4096/8192. JSON rows in
 #      OUT_DIR/cost_*.json, written as each is measured, so a step cut short by its limit keeps its rows.
 #
 # Each step has its own time limit and its own output file in OUT_DIR; a failed step does not stop the
@@ -75,6 +75,8 @@ if has cost; then  # issue 31: where a trial's GPU-hours go (docs/development.md
     --json-out "$OUT/cost_loop_device.json"
   step cost_loop_loader 150 "${SUPERFAN[@]}" "${LOOP[@]}" --augment-on loader --batches 64,256,512 \
     --json-out "$OUT/cost_loop_loader.json"
+  step cost_loop_compile 150 "${SUPERFAN[@]}" "${LOOP[@]}" --stages heatmap --augment-on device --batches 512 \
+    --compile --json-out "$OUT/cost_loop_compile.json"
   step cost_loop_real_world 60 "${SUPERFAN[@]}" "${LOOP[@]}" --stages heatmap --augment-on device --batches 1024 \
     --real-world --json-out "$OUT/cost_loop_real_world.json"
   for b in 1024 4096 8192; do

@@ -384,6 +384,13 @@ class TrainConfig(_Strict):
     teacher: str | None = Field(None, description="Checkpoint of the HR teacher FAN (from `train fan`).")
     bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
     channels_last: bool = True
+    compile: bool = Field(
+        False,
+        description="torch.compile the forward of the generator, FANs and ResNet-50 (Module.compile, weights "
+        "and checkpoints unchanged) on CUDA; ignored on CPU, where CI keeps eager mode. The critic stays eager: "
+        "the gradient penalty differentiates twice, which compiled graphs do not. Off until `superfan bench "
+        "loop --compile` shows it pays (compilation costs minutes per stage).",
+    )
     seed: int = 0
 
     @model_validator(mode="after")

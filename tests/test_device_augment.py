@@ -202,3 +202,16 @@ def test_bench_loop_runs_tiny_on_cpu(shard_dir: Path, tmp_path: Path, capsys: py
     for r in result["rows"]:
         assert r["images_per_s"] > 0 and r["compute_images_per_s"] > 0 and 0 <= r["data_wait_share"] < 1
         assert r["steps"] >= 2 and r["peak_memory_mb"] > 0 and r["memory_kind"] == "process_rss_peak"
+
+
+def test_train_compile_is_ignored_on_cpu() -> None:
+    """CPU CI keeps eager mode: ``train.compile`` only acts on CUDA."""
+    from test_train import micro_config
+
+    from superfan.config import StageConfig
+    from superfan.train.stages import StageRunner, build_nets
+
+    cfg = micro_config("train.compile=true")
+    nets = build_nets(cfg, ["pixel"], torch.device("cpu"))
+    StageRunner(StageConfig(name="p", kind="pixel", epochs=1), cfg, nets, total_steps=1)
+    assert not getattr(nets.generator, "_superfan_compiled", False)

@@ -18,7 +18,8 @@ steps and ``--seconds`` seconds after ``--warmup-steps`` untimed ones, so the to
 
 Shards come from ``--data`` or are packed here (``--faces`` synthetic faces, the packer's command line).
 On CUDA the step runs in bf16 autocast with channels_last when the profile says so (``train.bf16``,
-``train.channels_last``).
+``train.channels_last``), and compiled with ``--compile`` (``train.compile``; the warm-up steps then include
+the compilation, so give ``--warmup-steps`` 2 or more).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, help="shard URLs / manifest (default: pack --faces synthetic faces)")
     parser.add_argument("--faces", type=int, default=256, help="synthetic faces to pack when --data is not given")
     parser.add_argument("--real-world", action="store_true", help="enable the section 5.3 degradations")
+    parser.add_argument("--compile", action="store_true", help="train.compile: torch.compile the networks (CUDA)")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     parser.add_argument("--json-out", dest="json", default=None, metavar="PATH",
                         help="also write the rows as JSON here")  # fmt: skip
@@ -151,6 +153,7 @@ def _header(cfg: Any, device: Any, args: argparse.Namespace) -> dict[str, Any]:
         "bf16": device.type == "cuda" and cfg.train.bf16,
         "channels_last": device.type == "cuda" and cfg.train.channels_last,
         "real_world": cfg.degrade.real_world,
+        "compile": device.type == "cuda" and cfg.train.compile,
     }
 
 
@@ -164,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.profile, for_training=False)  # speed does not depend on the perceptual weights
     cfg.degrade.real_world = cfg.degrade.real_world or args.real_world
+    cfg.train.compile = cfg.train.compile or args.compile
     device = _device(args.device or "auto")
     kinds, paths = _csv(args.stages), _csv(args.augment_on)
     bad = [p for p in paths if p not in PATHS]
