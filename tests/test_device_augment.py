@@ -215,3 +215,19 @@ def test_train_compile_is_ignored_on_cpu() -> None:
     nets = build_nets(cfg, ["pixel"], torch.device("cpu"))
     StageRunner(StageConfig(name="p", kind="pixel", epochs=1), cfg, nets, total_steps=1)
     assert not getattr(nets.generator, "_superfan_compiled", False)
+
+
+def test_a_batch_hands_over_one_flat_byte_tensor_and_gets_each_face_back() -> None:
+    from superfan.data.device_augment import HANDOVER_KEY, collate_handover, payloads
+
+    cfg, faces = Config(), []
+    for fmt in ("JPEG", "PNG", "JPEG"):
+        buf = io.BytesIO()
+        Image.new("RGB", (96, 96), (9, 99, 199)).save(buf, format=fmt)
+        face = handover_face(buf.getvalue(), (16, 16, 80, 80), None, AugmentParams(), cfg.augment)
+        faces.append({**face, "yaw": 0.0, "pose_source": None, "key": fmt, "url": "u", "jitter": (1.0, 1.0, 1.0),
+                      "bad_samples": []})  # fmt: skip
+    batch = collate_handover(faces)
+    assert batch[HANDOVER_KEY].dim() == 1 and list(batch["pixels"]) == [1]
+    for got, face in zip(payloads(batch), faces, strict=True):
+        assert torch.equal(got, face["payload"])
