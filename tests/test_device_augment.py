@@ -231,3 +231,31 @@ def test_a_batch_hands_over_one_flat_byte_tensor_and_gets_each_face_back() -> No
     assert batch[HANDOVER_KEY].dim() == 1 and list(batch["pixels"]) == [1]
     for got, face in zip(payloads(batch), faces, strict=True):
         assert torch.equal(got, face["payload"])
+
+
+def test_jpegs_that_do_not_decode_are_bad_samples_not_a_failed_run() -> None:
+    """A truncated JPEG is refused on the CPU (as PIL refuses it on the loader path); one that passes the header
+    check but does not decode on the device leaves the batch and joins its bad samples."""
+    from superfan.data.degrade import sample_degrade
+    from superfan.data.device_augment import collate_handover
+    from superfan.errors import BadSample
+
+    cfg, faces = Config(), []
+    noise = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(noise, "JPEG")
+    with pytest.raises(BadSample, match="truncated"):
+        handover_face(noise.getvalue()[:-2000], (16, 16, 80, 80), None, AugmentParams(), cfg.augment)
+    buf = io.BytesIO()
+    Image.new("RGB", (96, 96), (9, 99, 199)).save(buf, format="JPEG")
+    junk = torch.frombuffer(bytearray(b"\xff\xd8\xff\xdb" + b"\x07" * 64 + b"\xff\xd9"), dtype=torch.uint8)
+    for key in ("a", "broken", "c"):
+        face = handover_face(buf.getvalue(), (16, 16, 80, 80), None, AugmentParams(), cfg.augment)
+        if key == "broken":
+            face["payload"] = junk
+        faces.append({**face, "yaw": 0.0, "pose_source": None, "key": key, "url": "u", "jitter": (1.0, 1.0, 1.0),
+                      "bad_samples": []})  # fmt: skip
+    raw = collate_handover(faces)
+    raw["degrade"] = sample_degrade(np.random.default_rng(0), 3, (16, 16), cfg.degrade, real=True)
+    out = DeviceAugment(cfg, "cpu")(raw)
+    assert out["key"] == ["a", "c"] and out["hr"].shape[0] == out["lr"].shape[0] == 2
+    assert [(u, k) for u, k, _ in out["bad_samples"]] == [("u", "broken")] and "decode" in out["bad_samples"][0][2]

@@ -33,6 +33,8 @@ streams keep the loader path (no augmentation; one pass).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator
@@ -45,7 +47,10 @@ import torch.nn.functional as F  # noqa: N812
 from superfan.config import AugmentConfig, Config
 from superfan.data.augment import AugmentParams, _open, check_pixels, source_matrix
 from superfan.data.degrade import apply_degrade
+from superfan.errors import BadData, BadSample
 from superfan.landmarks import FLIP_PERMUTATION, NUM_LANDMARKS, points_to_heatmaps
+
+log = logging.getLogger(__name__)
 
 #: Marks a batch handed over by the CPU stream that still needs :class:`DeviceAugment`.
 HANDOVER_KEY = "payload"
@@ -60,18 +65,46 @@ def _quiet_io() -> Iterator[None]:
         yield
 
 
-def _decode(payloads: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+def _decode(payloads: list[torch.Tensor], device: torch.device) -> tuple[list[torch.Tensor], dict[int, str]]:
     """JPEG byte tensors -> ``(3, H, W)`` uint8 on ``device``; entries already decoded (non-JPEG crops,
-    decoded by PIL on the CPU) are moved as they are."""
+    decoded by PIL on the CPU) are moved as they are. A batch that fails to decode is decoded again face by
+    face; the faces that still fail come back as ``{index: reason}`` (bad samples, not a failed run)."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     jpeg_idx = [i for i, p in enumerate(payloads) if p.dim() == 1]
     out: list[torch.Tensor] = [p.to(device, non_blocking=True) if p.dim() == 3 else p for p in payloads]
-    if jpeg_idx:
-        with _quiet_io():
+    failed: dict[int, str] = {}
+    with _quiet_io():
+        try:
             decoded = decode_jpeg([payloads[i] for i in jpeg_idx], mode=ImageReadMode.RGB, device=device)
-        for i, img in zip(jpeg_idx, decoded, strict=True):
-            out[i] = img
+        except RuntimeError:
+            decoded = []
+            for i in jpeg_idx:
+                try:
+                    decoded.append(decode_jpeg(payloads[i], mode=ImageReadMode.RGB, device=device))
+                except RuntimeError as err:
+                    failed[i] = f"JPEG does not decode on {device.type}: {str(err).splitlines()[0][:200]}"
+                    decoded.append(torch.zeros(3, 1, 1, dtype=torch.uint8, device=device))
+    for i, img in zip(jpeg_idx, decoded, strict=True):
+        out[i] = img
+    return out, failed
+
+
+def _without(raw: dict[str, Any], failed: dict[int, str]) -> dict[str, Any]:
+    """``raw`` without the faces in ``failed``, which join its ``bad_samples`` (counted by the loop's ledger)."""
+    keep = [i for i in range(len(raw["key"])) if i not in failed]
+    out = dict(raw)
+    for k in ("full", "m", "flip", "points", "yaw", "jitter"):
+        out[k] = raw[k][keep]
+    for k in ("source_hw", "reduce", "pose_source", "key", "url"):
+        out[k] = [raw[k][i] for i in keep]
+    p = raw["degrade"]
+    arrays = {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if isinstance(getattr(p, f.name), np.ndarray)}
+    out["degrade"] = dataclasses.replace(p, **{k: v[keep] for k, v in arrays.items()})
+    bad = [(raw["url"][i], raw["key"][i], why) for i, why in sorted(failed.items())]
+    out["bad_samples"] = list(raw["bad_samples"]) + bad
+    for url, key, why in bad:
+        log.warning("skipped bad sample %s in %s: %s", key, url, why)
     return out
 
 
@@ -94,6 +127,8 @@ def handover_face(
     plain = image.format == "JPEG" and image.mode in {"RGB", "L"}
     m, full, k = source_matrix(image, box, params, cfg, draft=plain)
     if plain:
+        if b"\xff\xd9" not in data[-1024:]:  # PIL refuses a truncated JPEG; libjpeg would fill it in grey
+            raise BadSample("truncated JPEG (no end-of-image marker)")
         payload = torch.frombuffer(bytearray(data), dtype=torch.uint8)
         reduce = 1 if k == 1.0 else max(1, round(w / image.size[0]))
     else:
@@ -175,7 +210,13 @@ class DeviceAugment:
 
     def __call__(self, raw: dict[str, Any]) -> dict[str, Any]:
         size = self.cfg.augment.hr_size
-        hr = self.warp(payloads(raw), raw["source_hw"], raw["reduce"], raw["full"])
+        images, failed = _decode(payloads(raw), self.device)
+        if failed:
+            raw = _without(raw, failed)
+            images = [img for i, img in enumerate(images) if i not in failed]
+        if not images:
+            raise BadData(f"no face of a batch decodes (first: {raw['bad_samples'][-1][2]})")
+        hr = self.warp_images(images, raw["reduce"], raw["full"])
         pts = warp_points(raw["points"].to(self.device), raw["m"].to(self.device), raw["flip"])
         hr = apply_color_jitter_device(hr, raw["jitter"])
         lr = apply_degrade(hr, raw["degrade"], self.cfg.degrade, jpeg_fn=self.jpeg)
@@ -188,10 +229,16 @@ class DeviceAugment:
 
     def warp(self, payloads: list[torch.Tensor], source_hw: list[tuple[int, int]], reduce: list[int],
              full: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        """Decode and warp to ``(B, 3, S, S)`` float in [0, 1] (1/255 steps), one ``grid_sample`` per group
-        of crops with the same size and reduction."""
+        """Decode and warp (see :meth:`warp_images`); ``source_hw`` is the crops' size from their headers."""
+        images, failed = _decode(payloads, self.device)
+        if failed:
+            raise BadSample(next(iter(failed.values())))
+        return self.warp_images(images, reduce, full)
+
+    def warp_images(self, images: list[torch.Tensor], reduce: list[int], full: torch.Tensor) -> torch.Tensor:
+        """Decoded crops -> ``(B, 3, S, S)`` float in [0, 1] (1/255 steps), one ``grid_sample`` per group of
+        crops with the same size and reduction."""
         size = self.cfg.augment.hr_size
-        images = _decode(payloads, self.device)
         out = torch.empty(len(images), 3, size, size, device=self.device)
         groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
         for i, img in enumerate(images):

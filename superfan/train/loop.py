@@ -278,8 +278,8 @@ class EpochData:
                                      epoch=pos.global_epoch)  # fmt: skip
         every = self.cfg.train.report_every_steps
         for i, batch in enumerate(_agreed_batches(loader, self.steps)):
+            batch = self.on_device(batch)  # before the ledger: faces that fail to decode there are bad samples
             self.ledger.add(batch)
-            batch = self.on_device(batch)
             for k, v in runner.step(batch).items():
                 sums[k] = sums.get(k, 0.0) + v
             n, pos.step = n + 1, pos.step + 1
