@@ -74,6 +74,8 @@ def _decode(payloads: list[torch.Tensor], device: torch.device) -> tuple[list[to
     jpeg_idx = [i for i, p in enumerate(payloads) if p.dim() == 1]
     out: list[torch.Tensor] = [p.to(device, non_blocking=True) if p.dim() == 3 else p for p in payloads]
     failed: dict[int, str] = {}
+    if not jpeg_idx:
+        return out, failed
     with _quiet_io():
         try:
             decoded = decode_jpeg([payloads[i] for i in jpeg_idx], mode=ImageReadMode.RGB, device=device)
