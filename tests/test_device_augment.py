@@ -259,3 +259,14 @@ def test_jpegs_that_do_not_decode_are_bad_samples_not_a_failed_run() -> None:
     out = DeviceAugment(cfg, "cpu")(raw)
     assert out["key"] == ["a", "c"] and out["hr"].shape[0] == out["lr"].shape[0] == 2
     assert [(u, k) for u, k, _ in out["bad_samples"]] == [("u", "broken")] and "decode" in out["bad_samples"][0][2]
+
+
+def test_hand_over_batches_cross_dataloader_workers(shard_dir: Path) -> None:
+    """With DataLoader worker processes the hand-over batches (flat bytes, draws) arrive whole and in the
+    loader path's order."""
+    loader = make_loader(str(shard_dir), _cfg(False, True), train=True, seed=4, num_workers=2)
+    keys = [b["key"] for b in loader]
+    cfg = _cfg(True, True)
+    aug = DeviceAugment(cfg, "cpu")
+    got = [aug(r) for r in make_loader(str(shard_dir), cfg, train=True, seed=4, num_workers=2)]
+    assert [b["key"] for b in got] == keys and all(b["lr"].shape == (8, 3, 16, 16) for b in got)
