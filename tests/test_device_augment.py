@@ -196,7 +196,8 @@ def test_bench_loop_runs_tiny_on_cpu(shard_dir: Path, tmp_path: Path, capsys: py
     printed = capsys.readouterr().out
     assert "data wait" in printed and "pixel     device" in printed
     result = json.loads(out.read_text())
-    assert result["device"] == "cpu" and result["real_world"] is True
+    assert result["device"] == "cpu" and result["real_world"] is True and result["trial"]["hours"] > 0
+    assert "one trial" in printed
     assert [(r["stage"], r["augment_on"], r["batch"]) for r in result["rows"]] == [
         ("pixel", "loader", 4), ("pixel", "device", 4)]  # fmt: skip
     for r in result["rows"]:
@@ -270,3 +271,17 @@ def test_hand_over_batches_cross_dataloader_workers(shard_dir: Path) -> None:
     aug = DeviceAugment(cfg, "cpu")
     got = [aug(r) for r in make_loader(str(shard_dir), cfg, train=True, seed=4, num_workers=2)]
     assert [b["key"] for b in got] == keys and all(b["lr"].shape == (8, 3, 16, 16) for b in got)
+
+
+def test_trial_hours_add_each_stage_at_its_best_measured_rate() -> None:
+    from superfan.bench.loop import trial_hours
+    from superfan.config import load_config
+
+    cfg = load_config("paper", for_training=False)  # heatmap 60, gan 5, end2end 5 epochs; the teacher apart
+    rows = [{"stage": "heatmap", "images_per_s": 4000.0}, {"stage": "heatmap", "images_per_s": 1000.0},
+            {"stage": "end2end", "images_per_s": 2500.0}]  # fmt: skip
+    trial = trial_hours(rows, cfg, 60_000)
+    assert trial is not None and trial["assumed"] == {"gan": "end2end"}
+    assert trial["hours"] == pytest.approx((60 * 60_000 / 4000 + 10 * 60_000 / 2500) / 3600)
+    assert trial["arithmetic"].startswith("(60 x 60000 / 4000 + 5 x 60000 / 2500 + 5 x 60000 / 2500)")
+    assert trial_hours([], cfg, 60_000) is None

@@ -53,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-steps", type=int, default=1, help="untimed steps first (allocations, autotune)")
     parser.add_argument("--data", default=None, help="shard URLs / manifest (default: pack --faces synthetic faces)")
     parser.add_argument("--faces", type=int, default=256, help="synthetic faces to pack when --data is not given")
+    parser.add_argument("--trial-faces", type=int, default=60_000,
+                        help="faces per epoch for the trial-cost line (300W-LP-sized)")  # fmt: skip
     parser.add_argument("--real-world", action="store_true", help="enable the section 5.3 degradations")
     parser.add_argument("--compile", action="store_true", help="train.compile: torch.compile the networks (CUDA)")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
@@ -142,6 +144,30 @@ def measure(kind: str, path: str, batch: int, base: Any, urls: str, args: argpar
     }  # fmt: skip
 
 
+def trial_hours(rows: list[dict[str, Any]], cfg: Any, faces: int) -> dict[str, Any] | None:
+    """Device-hours of one trial of ``cfg``'s Super-FAN stages over ``faces`` faces per epoch, from the best
+    measured loop rate of each stage kind (any batch, any path); the ``fan`` teacher, trained once per sweep,
+    is left out. A kind not measured takes the rate of the slowest measured kind (stated in ``assumed``),
+    which over-counts ``gan`` when only ``end2end`` was measured. None when nothing was measured."""
+    best: dict[str, float] = {}
+    for r in rows:
+        best[r["stage"]] = max(best.get(r["stage"], 0.0), r["images_per_s"])
+    if not best:
+        return None
+    slowest = min(best, key=best.__getitem__)
+    terms, assumed, hours = [], {}, 0.0
+    for stage in cfg.stages:
+        if stage.kind == "fan":
+            continue
+        kind = stage.kind if stage.kind in best else slowest
+        if kind != stage.kind:
+            assumed[stage.kind] = kind
+        hours += stage.epochs * faces / best[kind] / 3600
+        terms.append(f"{stage.epochs} x {faces} / {best[kind]:.0f}")
+    return {"faces": faces, "hours": hours, "arithmetic": f"({' + '.join(terms)}) / 3600 = {hours:.2f} h",
+            "assumed": assumed}  # fmt: skip
+
+
 def _header(cfg: Any, device: Any, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -189,9 +215,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"{r['stage']:<9} {r['augment_on']:<7} {r['batch']:>6} {r['images_per_s']:>10.1f} "
                   f"{r['compute_images_per_s']:>10.1f} {r['ratio_vs_compute']:>6.2f} "
                   f"{100 * r['data_wait_share']:>9.1f}% {r['peak_memory_mb']:>9.0f}", flush=True)  # fmt: skip
+            trial = trial_hours(rows, cfg, args.trial_faces)
             if args.json:
-                Path(args.json).write_text(json.dumps({**header, "rows": rows}, indent=2) + "\n")
+                Path(args.json).write_text(json.dumps({**header, "rows": rows, "trial": trial}, indent=2) + "\n")
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     print(f"peak memory: {rows[0]['memory_kind'] if rows else '-'}; ratio = loop images/s / compute-only images/s")
+    trial = trial_hours(rows, cfg, args.trial_faces)
+    if trial is not None:
+        kind = "GPU" if device.type == "cuda" else "CPU process"
+        extra = "".join(f"; {k} at {v}'s rate" for k, v in trial["assumed"].items())
+        print(f"one trial, {args.trial_faces} faces per epoch, best rate per stage: {trial['arithmetic']} "
+              f"({kind}-hours{extra})")  # fmt: skip
     return 0
