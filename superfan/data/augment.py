@@ -97,7 +97,7 @@ def _draft_scale(image: Image.Image, matrix: np.ndarray, use_draft: bool) -> flo
     return image.size[0] / w
 
 
-def _open(data: bytes | bytearray | memoryview) -> Image.Image:
+def open_image(data: bytes | bytearray | memoryview) -> Image.Image:
     """``Image.open`` (header only); PIL's own decompression-bomb refusal (above ~179 M pixels, raised before
     any decoding) becomes a :class:`BadSample` like every other bad image."""
     try:
@@ -150,7 +150,7 @@ def warp_face(
     ``max_pixels`` refuses an image whose header claims more pixels (``BadSample``), before anything is
     decoded: a 691-byte JPEG can claim 30000x30000, and PIL's own limit (89 M pixels) is far above a crop.
     """
-    image = _open(jpeg) if isinstance(jpeg, bytes | bytearray | memoryview) else jpeg
+    image = open_image(jpeg) if isinstance(jpeg, bytes | bytearray | memoryview) else jpeg
     check_pixels(image, max_pixels)
     m, full, _ = source_matrix(image, box, params, cfg, draft=draft)
     if image.mode != "RGB":

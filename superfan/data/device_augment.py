@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from superfan.config import AugmentConfig, Config
-from superfan.data.augment import AugmentParams, _open, check_pixels, source_matrix
+from superfan.data.augment import AugmentParams, check_pixels, open_image, source_matrix
 from superfan.data.degrade import apply_degrade
 from superfan.errors import BadData, BadSample
 from superfan.landmarks import FLIP_PERMUTATION, NUM_LANDMARKS, points_to_heatmaps
@@ -123,7 +123,7 @@ def handover_face(
     ``BadSample``), the same warp matrix and draft factor. A crop that is not a plain RGB/grey JPEG is
     decoded here by PIL and handed over as pixels (rare: packs store JPEGs).
     """
-    image = _open(data)
+    image = open_image(data)
     check_pixels(image, max_pixels)
     w, h = image.size
     plain = image.format == "JPEG" and image.mode in {"RGB", "L"}
