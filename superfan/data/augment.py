@@ -117,8 +117,14 @@ def check_pixels(image: Image.Image, max_pixels: int | None) -> None:
         )
 
 
-def source_matrix(image: Image.Image, box: tuple[float, float, float, float], params: AugmentParams,
-                  cfg: AugmentConfig, *, draft: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+def source_matrix(
+    image: Image.Image,
+    box: tuple[float, float, float, float],
+    params: AugmentParams,
+    cfg: AugmentConfig,
+    *,
+    draft: bool = True,
+) -> tuple[np.ndarray, np.ndarray, float]:
     """``(m, full, k)``: the crop warp ``m`` (shard-crop pixels -> window), the draft scale ``k`` it asks
     libjpeg for (1 = full size; sets ``image``'s draft mode, decodes nothing) and ``full``, the warp from the
     pixels of that reduced decode. Shared with the device path, which reduces by a box filter instead."""

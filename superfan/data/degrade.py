@@ -174,5 +174,15 @@ def degrade(hr: torch.Tensor, cfg: DegradeConfig, rng: np.random.Generator, real
     return apply_degrade(hr, sample_degrade(rng, hr.shape[0], lr_hw, cfg, real), cfg)
 
 
-__all__ = ["SCALE", "DegradeParams", "apply_degrade", "blur", "degrade", "downsample", "gaussian_kernels", "jpeg",
-           "sample_blur", "sample_degrade"]
+__all__ = [
+    "SCALE",
+    "DegradeParams",
+    "apply_degrade",
+    "blur",
+    "degrade",
+    "downsample",
+    "gaussian_kernels",
+    "jpeg",
+    "sample_blur",
+    "sample_degrade",
+]

@@ -383,6 +383,7 @@ class FaceStream:
     def pipeline(self, batches_per_worker: int | None) -> Any:
         import webdataset as wds
 
+        collate = collate_handover if self.handover else self.collate
         stages = [
             self.shard_urls,
             self.read_tar,
@@ -390,8 +391,7 @@ class FaceStream:
             self.cap,
             self.shuffle,
             self.faces,
-            wds.batched(self.cfg.data.batch_size, collation_fn=collate_handover if self.handover else self.collate,
-                        partial=not self.train),
+            wds.batched(self.cfg.data.batch_size, collation_fn=collate, partial=not self.train),
             self.batches,
         ]
         pipe = wds.DataPipeline(*stages)

@@ -277,8 +277,9 @@ class EpochData:
         loader = self.loader_factory(self.cfg, train=True, rank=self.rank, world_size=self.world_size,
                                      epoch=pos.global_epoch)  # fmt: skip
         every = self.cfg.train.report_every_steps
-        for i, batch in enumerate(_agreed_batches(loader, self.steps)):
-            batch = self.on_device(batch)  # before the ledger: faces that fail to decode there are bad samples
+        # on_device inside the agreement: a batch that fails there fails on every rank; and before the ledger,
+        # so faces that do not decode there are counted as bad samples.
+        for i, batch in enumerate(_agreed_batches(loader, self.steps, self.on_device)):
             self.ledger.add(batch)
             for k, v in runner.step(batch).items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -337,15 +338,18 @@ class EpochData:
         return self.last_val
 
 
-def _agreed_batches(loader: Iterable[dict[str, Any]], steps: int) -> Iterator[dict[str, Any]]:
+def _agreed_batches(
+    loader: Iterable[dict[str, Any]], steps: int, prepare: Callable[[dict[str, Any]], dict[str, Any]] = lambda b: b
+) -> Iterator[dict[str, Any]]:
     """Up to ``steps`` batches of ``loader``, every rank stopping at the same step (see
     :func:`superfan.train.collectives.agree_on_batch`): a data error on any rank is raised on all of them,
-    and a loader that runs out (a one-pass set of unknown length, world size 1) ends the epoch."""
+    and a loader that runs out (a one-pass set of unknown length, world size 1) ends the epoch. ``prepare``
+    finishes each batch (the device data path) inside the same agreement."""
     batches = iter(loader)
     for _ in range(steps):
         batch, failure, status = None, None, GOT_BATCH
         try:
-            batch = next(batches)
+            batch = prepare(next(batches))
         except StopIteration:
             status = EXHAUSTED
         except (BadData, IntegrityError, UserError) as err:
