@@ -265,7 +265,13 @@ def paper_stages() -> list[StageConfig]:
 class DataConfig(_Strict):
     train: list[str] = Field(default_factory=list, description="Shard URLs, brace patterns or manifest URLs.")
     val: list[str] = Field(default_factory=list)
-    batch_size: BatchSize = Field(16, description="Per worker. The paper does not publish it (our choice).")
+    batch_size: BatchSize = Field(
+        16,
+        description="Per worker. The paper does not publish it (our choice). Changing it: scale every stage's "
+        "lr_start/lr_end by sqrt(batch_size / 16) with a linear warmup (warmup_steps ~ 1 epoch), the square-root "
+        "rule for adaptive optimisers like RMSprop/Adam (Malladi et al. 2022), not Goyal et al.'s linear rule, "
+        "which is SGD's; the 16 default is unmeasured at larger batches (docs/development.md, 'GPU cost').",
+    )
     num_workers: NonNegInt = Field(2, description="DataLoader worker processes per training worker.")
     shuffle_buffer: NonNegInt = 1000
     samples_per_epoch: PosInt | None = Field(
@@ -284,6 +290,15 @@ class DataConfig(_Strict):
         description="Check every shard against the sha256 and size its manifest lists as it is read: 'error' "
         "stops the run with one line naming a shard that changed after packing, 'skip' leaves such a shard out "
         "(a warning), 'off' streams without checking (shards over 1 GiB, which are read whole to be checked).",
+    )
+    augment_on: Literal["loader", "device"] = Field(
+        "loader",
+        description="Where training batches are decoded, warped, jittered, degraded and given heatmaps: "
+        "'loader' = DataLoader workers on the CPU, per face (the default; wins on CPU-only runs, where the "
+        "device path would take the training process's own cores, and where CPU cores per GPU are plenty); "
+        "'device' = batched in torch on the training device from the JPEG bytes and draws the CPU hands over "
+        "(superfan.data.device_augment; wins on a fast GPU fed by few CPU cores). Same draws, same "
+        "distribution; validation always uses the loader path.",
     )
     seed: int = 0
 
@@ -369,6 +384,13 @@ class TrainConfig(_Strict):
     teacher: str | None = Field(None, description="Checkpoint of the HR teacher FAN (from `train fan`).")
     bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
     channels_last: bool = True
+    compile: bool = Field(
+        False,
+        description="torch.compile the forward of the generator, FANs and ResNet-50 (Module.compile, weights "
+        "and checkpoints unchanged) on CUDA; ignored on CPU, where CI keeps eager mode. The critic stays eager: "
+        "the gradient penalty differentiates twice, which compiled graphs do not. Off until `superfan bench "
+        "loop --compile` shows it pays (compilation costs minutes per stage).",
+    )
     seed: int = 0
 
     @model_validator(mode="after")

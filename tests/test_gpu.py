@@ -117,3 +117,51 @@ def test_collectives_under_each_gpu_backend(backend: str, tmp_path: Path) -> Non
         assert C.broadcast_object({"k": 1}, 0) == {"k": 1}
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("real_world", [False, True])
+def test_device_augment_on_cuda_agrees_with_cpu(tmp_path: Path, real_world: bool) -> None:
+    """``data.augment_on: device`` on CUDA (nvJPEG decode and round trips, grid_sample) makes the batch the same
+    code makes on CPU from the same hand-over (tests/test_device_augment.py compares CPU with the loader path)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_stream import _write_shards
+
+    from superfan.config import Config
+    from superfan.data.device_augment import DeviceAugment
+    from superfan.data.stream import make_loader
+
+    _write_shards(tmp_path)
+    cfg = Config()
+    cfg.data.batch_size, cfg.data.samples_per_epoch, cfg.data.augment_on = 8, 16, "device"
+    cfg.degrade.real_world = real_world
+    for raw in make_loader(str(tmp_path), cfg, train=True, seed=0, num_workers=0):
+        cpu, gpu = DeviceAugment(cfg, "cpu")(raw), DeviceAugment(cfg, CUDA)(raw)
+        assert gpu["hr"].is_cuda and gpu["lr"].is_cuda and gpu["heatmaps"].is_cuda
+        assert float((gpu["hr"].cpu() - cpu["hr"]).abs().mean()) < 1.5 / 255  # nvJPEG vs libjpeg decode
+        assert float((gpu["lr"].cpu() - cpu["lr"]).abs().mean()) < 3 / 255
+        lm = cpu["has_landmarks"]
+        assert torch.allclose(gpu["landmarks"].cpu()[lm], cpu["landmarks"][lm], atol=1e-3)
+        assert torch.allclose(gpu["heatmaps"].cpu(), cpu["heatmaps"], atol=1e-4)
+
+
+def test_compiled_stage_step_on_cuda_keeps_checkpoint_names() -> None:
+    """``train.compile``: the end2end step (generator, FAN, ResNet-50 compiled; the critic eager for its double
+    backward) runs and is finite, and the weights keep their names, so checkpoints load either way."""
+    from superfan.bench.train import synthetic_batch
+    from superfan.config import StageConfig, load_config
+    from superfan.models import FAN
+    from superfan.train.stages import StageRunner, build_nets
+
+    cfg = load_config("tiny", ["train.compile=true"])
+    torch.manual_seed(0)
+    nets = build_nets(cfg, ["end2end"], CUDA, teacher=FAN.from_config(cfg.model.fan))
+    names = set(nets.generator.state_dict())
+    runner = StageRunner(StageConfig(name="e", kind="end2end", epochs=1), cfg, nets, total_steps=4, device=CUDA)
+    for _ in range(2):
+        stats = runner.step(synthetic_batch(8, cfg))
+    assert all(np.isfinite(v) for v in stats.values())
+    assert getattr(nets.generator, "_superfan_compiled", False)
+    assert not getattr(nets.critic, "_superfan_compiled", False)
+    assert set(nets.generator.state_dict()) == names

@@ -1,4 +1,4 @@
-"""Benchmarks of speed and memory, one module each (``models``, ``data``, ``train``, ``enhance``).
+"""Benchmarks of speed and memory, one module each (``models``, ``data``, ``train``, ``loop``, ``enhance``).
 
 Each module has ``add_arguments(parser)`` and ``run(args)`` and prints what it measured with a ratio against a
 baseline run in the same process, so numbers from different machines are comparable by their ratios. The

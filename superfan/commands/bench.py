@@ -1,4 +1,4 @@
-"""``superfan bench {models,data,train,enhance}``: speed and memory, measured, with an in-process baseline.
+"""``superfan bench {models,data,train,loop,enhance}``: speed and memory, measured, with an in-process baseline.
 
 Each benchmark is a module of :mod:`superfan.bench` with ``add_arguments(parser)`` and ``run(args)``; this
 command only parses and dispatches. Every one prints what it measured and a ratio against a baseline run in
@@ -16,6 +16,7 @@ EXAMPLES = {
     "models": "superfan bench models --batch 256",
     "data": "superfan bench data --no-s3 --loader-workers 1,2",
     "train": "superfan bench train --config paper --batch 64 --steps 10",
+    "loop": "superfan bench loop --config tiny --batches 16 --augment-on loader,device",
     "enhance": "superfan bench enhance --config tiny --batches 1,64",
 }
 
@@ -23,6 +24,7 @@ BENCHMARKS = {
     "models": "generator forward images/s, 12-3-2 vs SRResNet 16-1-1 (paper A1.4)",
     "data": "data stream samples/s and peak memory, local shards vs S3, 1 and 2 workers",
     "train": "training images/s per worker for each stage, with peak memory",
+    "loop": "the training step fed by its data stream vs compute only, per stage, batch and data path",
     "enhance": "faces/s of Enhancer.enhance (paper: 1,000 faces in 4.6 s on a Titan X)",
 }
 

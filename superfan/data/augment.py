@@ -97,7 +97,7 @@ def _draft_scale(image: Image.Image, matrix: np.ndarray, use_draft: bool) -> flo
     return image.size[0] / w
 
 
-def _open(data: bytes | bytearray | memoryview) -> Image.Image:
+def open_image(data: bytes | bytearray | memoryview) -> Image.Image:
     """``Image.open`` (header only); PIL's own decompression-bomb refusal (above ~179 M pixels, raised before
     any decoding) becomes a :class:`BadSample` like every other bad image."""
     try:
@@ -106,6 +106,37 @@ def _open(data: bytes | bytearray | memoryview) -> Image.Image:
         claimed = re.search(r"\((\d+) pixels\)", str(err))
         count = claimed.group(1) if claimed else "too many"
         raise BadSample(f"image header claims {count} pixels (above PIL's limit)") from None
+
+
+def check_pixels(image: Image.Image, max_pixels: int | None) -> None:
+    """Refuse (``BadSample``) an image whose header claims more than ``max_pixels``, before any decoding."""
+    if max_pixels is not None and image.size[0] * image.size[1] > max_pixels:
+        raise BadSample(
+            f"image header claims {image.size[0] * image.size[1]} pixels ({image.size[0]}x{image.size[1]}), above "
+            f"the {max_pixels} a crop of this pack may have"
+        )
+
+
+def source_matrix(
+    image: Image.Image,
+    box: tuple[float, float, float, float],
+    params: AugmentParams,
+    cfg: AugmentConfig,
+    *,
+    draft: bool = True,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(m, full, k)``: the crop warp ``m`` (shard-crop pixels -> window), the draft scale ``k`` it asks
+    libjpeg for (1 = full size; sets ``image``'s draft mode, decodes nothing) and ``full``, the warp from the
+    pixels of that reduced decode. Shared with the device path, which reduces by a box filter instead."""
+    m = warp_matrix(box, params, cfg)
+    k = _draft_scale(image, m, draft)
+    full = m
+    if k != 1.0:
+        # Draft pixel x' = (x + 0.5) k - 0.5, so source x = (x' + 0.5) / k - 0.5; compose with the crop warp.
+        d_inv = np.array([[1 / k, 0.0, 0.5 / k - 0.5], [0.0, 1 / k, 0.5 / k - 0.5]])
+        full = m[:, :2] @ d_inv[:, :2]
+        full = np.concatenate([full, (m[:, :2] @ d_inv[:, 2] + m[:, 2])[:, None]], axis=1)
+    return m, full, k
 
 
 def warp_face(
@@ -125,22 +156,11 @@ def warp_face(
     ``max_pixels`` refuses an image whose header claims more pixels (``BadSample``), before anything is
     decoded: a 691-byte JPEG can claim 30000x30000, and PIL's own limit (89 M pixels) is far above a crop.
     """
-    image = _open(jpeg) if isinstance(jpeg, bytes | bytearray | memoryview) else jpeg
-    if max_pixels is not None and image.size[0] * image.size[1] > max_pixels:
-        raise BadSample(
-            f"image header claims {image.size[0] * image.size[1]} pixels ({image.size[0]}x{image.size[1]}), above "
-            f"the {max_pixels} a crop of this pack may have"
-        )
-    m = warp_matrix(box, params, cfg)
-    k = _draft_scale(image, m, draft)
+    image = open_image(jpeg) if isinstance(jpeg, bytes | bytearray | memoryview) else jpeg
+    check_pixels(image, max_pixels)
+    m, full, _ = source_matrix(image, box, params, cfg, draft=draft)
     if image.mode != "RGB":
         image = image.convert("RGB")
-    full = m
-    if k != 1.0:
-        # Draft pixel x' = (x + 0.5) k - 0.5, so source x = (x' + 0.5) / k - 0.5; compose with the crop warp.
-        d_inv = np.array([[1 / k, 0.0, 0.5 / k - 0.5], [0.0, 1 / k, 0.5 / k - 0.5]])
-        full = m[:, :2] @ d_inv[:, :2]
-        full = np.concatenate([full, (m[:, :2] @ d_inv[:, 2] + m[:, 2])[:, None]], axis=1)
     # PIL's transform takes output->input coefficients in *corner* coordinates (pixel i spans [i, i+1)):
     # shift by half a pixel on both sides so that pixel centres map as in faces.crop_matrix.
     inv = invert_affine(full)
@@ -166,9 +186,9 @@ def apply_color_jitter(images: torch.Tensor, factors: torch.Tensor) -> torch.Ten
     # The three steps are affine in the pixel, so they compose into one 3x3 colour matrix and an offset per
     # image: y = A x + t, A = Sat(s) * c * b, t = (1 - c) * b * mean_grey(x) (Sat preserves grey, so it
     # leaves the offset alone). One batched matmul instead of several full passes over the batch.
-    b_, c_, s_ = factors.to(images.dtype).unbind(1)
-    w = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype)
-    eye = torch.eye(3, dtype=images.dtype)
+    b_, c_, s_ = factors.to(images.device, images.dtype).unbind(1)
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype, device=images.device)
+    eye = torch.eye(3, dtype=images.dtype, device=images.device)
     sat = s_.view(-1, 1, 1) * eye + (1 - s_).view(-1, 1, 1) * w.view(1, 1, 3)  # rows: s*e_i + (1-s)*w
     a = sat * (c_ * b_).view(-1, 1, 1)
     n, ch, h, wd = images.shape

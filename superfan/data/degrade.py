@@ -29,6 +29,8 @@ Everything is seeded by a ``numpy.random.Generator`` so a stream is reproducible
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -79,7 +81,7 @@ def blur(images: torch.Tensor, sizes: np.ndarray, sigmas: np.ndarray) -> torch.T
         return images
     b, c, h, w = images.shape
     width = int(sizes.max()) | 1
-    k = gaussian_kernels(sizes, sigmas, width).to(images.dtype)
+    k = gaussian_kernels(sizes, sigmas, width).to(images.device, images.dtype)
     weight = k.repeat_interleave(c, dim=0).unsqueeze(1)  # (B*C, 1, k, k)
     pad = width // 2
     x = F.pad(images.reshape(1, b * c, h, w), (pad, pad, pad, pad), mode="reflect")
@@ -100,34 +102,87 @@ def jpeg(images: torch.Tensor, qualities: np.ndarray) -> torch.Tensor:
     return out
 
 
-def degrade(hr: torch.Tensor, cfg: DegradeConfig, rng: np.random.Generator, real_world: bool | None = None
-            ) -> torch.Tensor:  # fmt: skip
-    """``(B, 3, 64, 64)`` HR in [0, 1] -> ``(B, 3, 16, 16)`` LR in [0, 1] (see the module docstring)."""
-    real = cfg.real_world if real_world is None else real_world
-    n = hr.shape[0]
+@dataclass(frozen=True)
+class DegradeParams:
+    """One batch's random draws of the real-world mode, drawn before any pixel work.
+
+    Why apart from the pixels: the CPU stream draws them (same generator, same order as always) and the
+    training device applies them (``data.augment_on: device``, :mod:`superfan.data.device_augment`), so both
+    paths degrade a batch from the same numbers. ``real`` False means plain x4 downsampling (no draws).
+    """
+
+    real: bool
+    sizes: np.ndarray | None = None  #: odd blur kernel per image (0 = no blur)
+    sigmas: np.ndarray | None = None
+    gain: np.ndarray | None = None  #: (B, 3) colour gain, None when no image is colour-distorted
+    shift: np.ndarray | None = None  #: (B, 3) colour offset
+    noise: np.ndarray | None = None  #: (B, 3, h, w) float32 Gaussian noise, None when no image is noisy
+    qualities: np.ndarray | None = None  #: JPEG quality per image (0 = no JPEG round trip)
+
+
+def sample_degrade(rng: np.random.Generator, n: int, lr_hw: tuple[int, int], cfg: DegradeConfig, real: bool
+                   ) -> DegradeParams:  # fmt: skip
+    """The draws :func:`degrade` makes for ``n`` images whose LR is ``lr_hw``, in its historical order (blur,
+    colour, noise, JPEG), so a seed gives the same batches as before they were split from the pixel work."""
     if not real:
-        return downsample(hr, cfg.kernel)
+        return DegradeParams(real=False)
     sizes, sigmas = sample_blur(rng, n, cfg)  # drawn first in both modes: same stream for "lr" and "hr"
-    if cfg.blur_on == "hr":
-        lr = downsample(blur(hr, sizes, sigmas), cfg.kernel)
-    else:  # "lr": the paper's "blur ... to the input images" (section 5.3); blur of [0, 1] stays in [0, 1]
-        lr = blur(downsample(hr, cfg.kernel), sizes, sigmas)
+    gain = shift = noise = None
     colour = rng.random(n) < cfg.color_prob
     if colour.any():
         gain = 1 + cfg.color_shift * rng.uniform(-1, 1, (n, 3))
         shift = 0.5 * cfg.color_shift * rng.uniform(-1, 1, (n, 3))
         gain[~colour], shift[~colour] = 1.0, 0.0
-        lr = lr * torch.as_tensor(gain, dtype=lr.dtype)[..., None, None]
-        lr = (lr + torch.as_tensor(shift, dtype=lr.dtype)[..., None, None]).clamp_(0, 1)
     noisy = rng.random(n) < cfg.noise_prob
     if noisy.any():
-        noise = rng.normal(0, cfg.noise_std, lr.shape).astype(np.float32) * noisy[:, None, None, None]
-        lr = (lr + torch.from_numpy(noise).to(lr.dtype)).clamp_(0, 1)
+        noise = rng.normal(0, cfg.noise_std, (n, 3, *lr_hw)).astype(np.float32) * noisy[:, None, None, None]
     q = rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1, n)
     q = np.where(rng.random(n) < cfg.jpeg_prob, q, 0)
-    if (q > 0).any():
-        lr = jpeg(lr, q)
+    return DegradeParams(True, sizes, sigmas, gain, shift, noise, q)
+
+
+JpegFn = Callable[[torch.Tensor, np.ndarray], torch.Tensor]
+
+
+def apply_degrade(hr: torch.Tensor, p: DegradeParams, cfg: DegradeConfig, jpeg_fn: JpegFn | None = None
+                  ) -> torch.Tensor:  # fmt: skip
+    """``(B, 3, 64, 64)`` HR -> ``(B, 3, 16, 16)`` LR with the draws ``p``, on ``hr``'s device.
+
+    ``jpeg_fn`` replaces the PIL round trip (:func:`jpeg`) on the device path; everything else is torch."""
+    if not p.real:
+        return downsample(hr, cfg.kernel)
+    assert p.sizes is not None and p.sigmas is not None and p.qualities is not None
+    if cfg.blur_on == "hr":
+        lr = downsample(blur(hr, p.sizes, p.sigmas), cfg.kernel)
+    else:  # "lr": the paper's "blur ... to the input images" (section 5.3); blur of [0, 1] stays in [0, 1]
+        lr = blur(downsample(hr, cfg.kernel), p.sizes, p.sigmas)
+    if p.gain is not None and p.shift is not None:
+        lr = lr * torch.as_tensor(p.gain, dtype=lr.dtype, device=lr.device)[..., None, None]
+        lr = (lr + torch.as_tensor(p.shift, dtype=lr.dtype, device=lr.device)[..., None, None]).clamp_(0, 1)
+    if p.noise is not None:
+        lr = (lr + torch.from_numpy(p.noise).to(lr.device, lr.dtype)).clamp_(0, 1)
+    if (p.qualities > 0).any():
+        lr = (jpeg_fn or jpeg)(lr, p.qualities)
     return lr
 
 
-__all__ = ["SCALE", "blur", "degrade", "downsample", "gaussian_kernels", "jpeg", "sample_blur"]
+def degrade(hr: torch.Tensor, cfg: DegradeConfig, rng: np.random.Generator, real_world: bool | None = None
+            ) -> torch.Tensor:  # fmt: skip
+    """``(B, 3, 64, 64)`` HR in [0, 1] -> ``(B, 3, 16, 16)`` LR in [0, 1] (see the module docstring)."""
+    real = cfg.real_world if real_world is None else real_world
+    lr_hw = (hr.shape[-2] // SCALE, hr.shape[-1] // SCALE)
+    return apply_degrade(hr, sample_degrade(rng, hr.shape[0], lr_hw, cfg, real), cfg)
+
+
+__all__ = [
+    "SCALE",
+    "DegradeParams",
+    "apply_degrade",
+    "blur",
+    "degrade",
+    "downsample",
+    "gaussian_kernels",
+    "jpeg",
+    "sample_blur",
+    "sample_degrade",
+]

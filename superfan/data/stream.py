@@ -27,6 +27,10 @@ Pipeline (one ``webdataset.DataPipeline`` per DataLoader worker, all seeded):
    real-world mode when enabled (:mod:`superfan.data.degrade`), heatmaps at ``cfg.model.fan.heatmap_size`` /
    ``sigma`` via :func:`superfan.landmarks.points_to_heatmaps`.
 
+   With ``data.augment_on: device`` (training streams only) steps 4 and 5 make the same random draws but no
+   pixels: each face is its JPEG bytes, warp matrix and landmarks, each batch carries its degradation draws,
+   and :class:`superfan.data.device_augment.DeviceAugment` makes the batch on the training device.
+
 Determinism: every random draw comes from generators seeded by ``(seed, epoch, rank, worker)``, and the
 DataLoader returns worker batches round-robin, so the same seed, epoch, rank and worker count give the same
 batches. A horizontally flipped face has its yaw negated (yaw is signed: nose towards the image left).
@@ -53,7 +57,8 @@ from superfan import storage
 from superfan.config import Config
 from superfan.data import badsamples
 from superfan.data.augment import IDENTITY, apply_color_jitter, sample_params, warp_face
-from superfan.data.degrade import degrade
+from superfan.data.degrade import SCALE, degrade, sample_degrade
+from superfan.data.device_augment import collate_handover, handover_face
 from superfan.data.manifest import ShardSet, resolve_dataset
 from superfan.data.tarstream import tar_samples
 from superfan.errors import BadData, BadSample, ConfigError, IntegrityError, UserError
@@ -131,6 +136,8 @@ class FaceStream:
         self.found, self.shards, self.cfg, self.train = found, found.shards, cfg, train
         self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, epoch
         self.real_world, self.resample, self.repeat, self.limit = real_world, resample, repeat, limit
+        # data.augment_on: device -> hand over JPEG bytes and draws; the training device makes the batch.
+        self.handover = train and cfg.data.augment_on == "device"
         self.max_pixels = MAX_PIXELS_PER_CROP_PIXEL * found.crop_size**2
         self._sample_slot: tuple[int, int] | None = None
         self._capacity: int | None = None  # distinct samples this reader can read (from the manifests)
@@ -258,14 +265,17 @@ class FaceStream:
         box = tuple(float(v) for v in meta["bbox"])
         if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
             raise ValueError(f"bbox must be 4 finite numbers x0 < x1, y0 < y1 (got {meta['bbox']!r})")
-        img, out_pts = warp_face(s["hr.jpg"], box, pts, params, self.cfg.augment, max_pixels=self.max_pixels)
+        if self.handover:
+            face = handover_face(s["hr.jpg"], box, pts, params, self.cfg.augment, max_pixels=self.max_pixels)
+        else:
+            img, out_pts = warp_face(s["hr.jpg"], box, pts, params, self.cfg.augment, max_pixels=self.max_pixels)
+            face = {"img": img, "landmarks": np.full((NUM_LANDMARKS, 2), np.nan) if out_pts is None else out_pts}
         yaw = meta.get("yaw")
         yaw = math.nan if yaw is None else float(yaw)
         if not math.isfinite(yaw) and meta.get("yaw") is not None:
             raise ValueError(f"yaw {meta.get('yaw')!r} is not a finite number")
         return {
-            "img": img,
-            "landmarks": np.full((NUM_LANDMARKS, 2), np.nan) if out_pts is None else out_pts,
+            **face,
             "jitter": params.jitter,
             "yaw": -yaw if params.flip else yaw,
             "pose_source": meta.get("pose_source") if isinstance(meta.get("pose_source"), str) else None,
@@ -357,6 +367,11 @@ class FaceStream:
         fan = self.cfg.model.fan
         size = self.cfg.augment.hr_size
         for b in src:
+            if self.handover:  # the same draws as degrade() below makes; the device applies them
+                lr_hw = (size // SCALE, size // SCALE)
+                b["degrade"] = sample_degrade(rng, len(b["key"]), lr_hw, self.cfg.degrade, self.real_world)
+                yield b
+                continue
             jitter = b.pop("jitter")
             hr = apply_color_jitter(b["hr"], jitter) if self.train else b["hr"]
             lr = degrade(hr, self.cfg.degrade, rng, real_world=self.real_world)
@@ -368,6 +383,7 @@ class FaceStream:
     def pipeline(self, batches_per_worker: int | None) -> Any:
         import webdataset as wds
 
+        collate = collate_handover if self.handover else self.collate
         stages = [
             self.shard_urls,
             self.read_tar,
@@ -375,7 +391,7 @@ class FaceStream:
             self.cap,
             self.shuffle,
             self.faces,
-            wds.batched(self.cfg.data.batch_size, collation_fn=self.collate, partial=not self.train),
+            wds.batched(self.cfg.data.batch_size, collation_fn=collate, partial=not self.train),
             self.batches,
         ]
         pipe = wds.DataPipeline(*stages)

@@ -268,6 +268,7 @@ class EpochData:
             self.steps = batches_per_epoch(cfg, world_size)
         self.ledger = SampleLedger()
         self.last_val: dict[str, Any] = {}
+        self._augment: Any = None  # superfan.data.device_augment.DeviceAugment, made on first use
 
     def train_epoch(
         self, runner: StageRunner, pos: Position, partial: Callable[[StageRunner, dict[str, float]], None]
@@ -278,7 +279,9 @@ class EpochData:
         loader = self.loader_factory(self.cfg, train=True, rank=self.rank, world_size=self.world_size,
                                      epoch=pos.global_epoch)  # fmt: skip
         every = self.cfg.train.report_every_steps
-        for i, batch in enumerate(_agreed_batches(loader, self.steps)):
+        # on_device inside the agreement: a batch that fails there fails on every rank; and before the ledger,
+        # so faces that do not decode there are counted as bad samples.
+        for i, batch in enumerate(_agreed_batches(loader, self.steps, self.on_device)):
             self.ledger.add(batch)
             for k, v in runner.step(batch).items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -291,6 +294,17 @@ class EpochData:
         if fewest != most:  # batches_per_epoch makes this impossible; a silent mismatch would hang DDP
             raise RuntimeError(f"ranks took {fewest:.0f} to {most:.0f} steps in one epoch (expected {self.steps})")
         return mean_across_ranks({k: v / max(n, 1) for k, v in sums.items()}), n, elapsed
+
+    def on_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A batch the stream handed over (``data.augment_on: device``) made into a contract batch here, on
+        the training device; a finished batch as it is."""
+        from superfan.data.device_augment import DeviceAugment, is_handover
+
+        if not is_handover(batch):
+            return batch
+        if self._augment is None:
+            self._augment = DeviceAugment(self.cfg, self.device)
+        return self._augment(batch)
 
     def epoch_figures(self, steps: int, elapsed: float, skipped: int) -> dict[str, Any]:
         return {"images_per_s": steps * self.cfg.data.batch_size / max(elapsed, 1e-9), "epoch_steps": steps,
@@ -326,15 +340,18 @@ class EpochData:
         return self.last_val
 
 
-def _agreed_batches(loader: Iterable[dict[str, Any]], steps: int) -> Iterator[dict[str, Any]]:
+def _agreed_batches(
+    loader: Iterable[dict[str, Any]], steps: int, prepare: Callable[[dict[str, Any]], dict[str, Any]] = lambda b: b
+) -> Iterator[dict[str, Any]]:
     """Up to ``steps`` batches of ``loader``, every rank stopping at the same step (see
     :func:`superfan.train.collectives.agree_on_batch`): a data error on any rank is raised on all of them,
-    and a loader that runs out (a one-pass set of unknown length, world size 1) ends the epoch."""
+    and a loader that runs out (a one-pass set of unknown length, world size 1) ends the epoch. ``prepare``
+    finishes each batch (the device data path) inside the same agreement."""
     batches = iter(loader)
     for _ in range(steps):
         batch, failure, status = None, None, GOT_BATCH
         try:
-            batch = next(batches)
+            batch = prepare(next(batches))
         except StopIteration:
             status = EXHAUSTED
         except (BadData, IntegrityError, UserError) as err:

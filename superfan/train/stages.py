@@ -146,6 +146,8 @@ class StageRunner:
                 net = getattr(self.nets, n)
                 if net is not None:
                     net.to(memory_format=torch.channels_last)
+        if self.device.type == "cuda" and self.cfg.train.compile:
+            compile_nets(self.nets)
 
     # -------------------------------------------------------------------------------- schedule, state
 
@@ -329,6 +331,20 @@ class StageRunner:
         out.update({k: float(v.detach()) for k, v in terms.items()})
         out["total"] = float(total.detach())
         return out
+
+
+def compile_nets(nets: Nets) -> list[str]:
+    """``Module.compile()`` (in place: parameter names and checkpoints unchanged) on every network but the
+    critic, whose gradient penalty needs double backward; once per network, as the chain shares them.
+    Returns the names compiled now."""
+    done = []
+    for name in ("generator", "fan", "teacher", "perceptual"):
+        net = getattr(nets, name)
+        if net is not None and not getattr(net, "_superfan_compiled", False):
+            net.compile()
+            net._superfan_compiled = True  # type: ignore[assignment]
+            done.append(name)
+    return done
 
 
 def _cpu_state(net: nn.Module | None) -> dict[str, torch.Tensor] | None:
