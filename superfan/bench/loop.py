@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, help="shard URLs / manifest (default: pack --faces synthetic faces)")
     parser.add_argument("--faces", type=int, default=256, help="synthetic faces to pack when --data is not given")
     parser.add_argument("--trial-faces", type=int, default=60_000,
-                        help="faces per epoch for the trial-cost line (300W-LP-sized)")  # fmt: skip
+                        help="faces per epoch when pricing one trial (about as many as 300W LP holds)")  # fmt: skip
     parser.add_argument("--real-world", action="store_true", help="enable the section 5.3 degradations")
     parser.add_argument("--compile", action="store_true", help="train.compile: torch.compile the networks (CUDA)")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
