@@ -6,7 +6,8 @@
 ``--measure`` scores the mean face against real 2D-3D annotations (never fits to them), for the table in
 docs/data.md: per |yaw| bin, the mean distance of the 17 annotated jaw points from the template's jaw posed
 on the 51 inner points (% of sqrt(w*h) of the landmark box), and the error of the yaw estimated from all 68
-points against the ground truth; for the template in use and for an ellipse jaw 55 mm deep at the ears.
+points against the ground truth; for the template in use and for the synthetic faces' ellipse jaw (55 mm
+deep at the ears).
 
 Why: the template's jaw sets where every profiled view's jaw is drawn and labelled (the face mesh and the 3D
 jaw contour of ``shards.profile`` and ``shards.convention`` take their position from it). With the camera
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from superfan.data.synthetic import DRAWN_FACE
 from superfan.landmarks import flip_points
 from superfan.pose import TEMPLATE, _template_uncentred, fit_camera, read_pts
 
@@ -60,17 +62,6 @@ def fit(root: Path) -> tuple[np.ndarray, int]:
     for i, (a, b) in enumerate(systems):
         out[i], *_ = np.linalg.lstsq(np.concatenate(a), np.concatenate(b), rcond=None)
     return out, used
-
-
-def _ellipse_jaw() -> np.ndarray:
-    """The same mean face with its jaw on an ellipse (half width 70, chin 115 below the eyes) that wraps 55 mm
-    back at the ears: the comparison row of ``--measure``."""
-    pts = _template_uncentred()
-    for i in range(17):
-        th = math.pi * i / 16.0
-        c, s = math.cos(th), math.sin(th)
-        pts[i] = (-70.0 * math.copysign(abs(c) ** 0.85, c), 8.0 + 107.0 * s**1.15, -55.0 * c * c - 2.0 * s)
-    return pts - pts.mean(axis=0)
 
 
 def measure(root: Path, template: np.ndarray) -> tuple[list[float], list[float]]:
@@ -106,7 +97,7 @@ def main(argv: list[str]) -> int:
         if not aflw.is_dir():
             print(f"fit_template_jaw: {aflw} not found", file=sys.stderr)
             return 2
-        for name, template in (("ellipse 55 mm deep", _ellipse_jaw()), ("in use", TEMPLATE.copy())):
+        for name, template in (("ellipse 55 mm deep", DRAWN_FACE), ("in use", TEMPLATE.copy())):
             jaw, yaw = measure(aflw, template)
             jaws, yaws = " / ".join(f"{v:.1f}%" for v in jaw), " / ".join(f"{v:.1f}" for v in yaw)
             print(f"{name}: jaw {jaws}; yaw error {yaws} degrees")

@@ -2,13 +2,13 @@
 
 Why procedural: the real datasets of the paper cannot ship with the repository, yet the demo, the tests and
 the benchmarks need faces whose landmarks and pose are known exactly, in every yaw bin. Each face is a 3D
-68-point template (:data:`superfan.pose.TEMPLATE`, so ground-truth yaw has the same sign convention as the
-pose estimator: positive yaw turns the nose to the image left) with a random identity (per-region shape
-perturbations, eye and mouth opening), posed by random yaw (-90..90), pitch and roll (-20..20 each, our
-choice), projected weak-perspectively and drawn with PIL: a Lambert-shaded head silhouette with neck,
-shoulders and hair, sclera/iris/pupil, brows, a shaded nose with nostrils, lips and the mouth cavity, over
-backgrounds of gradients, low-frequency noise and random shapes, with random skin tone, light direction
-and colour cast.
+68-point face (:data:`DRAWN_FACE`, in :data:`superfan.pose.TEMPLATE`'s axes, so ground-truth yaw has the
+same sign convention as the pose estimator: positive yaw turns the nose to the image left) with a random
+identity (per-region shape perturbations, eye and mouth opening), posed by random yaw (-90..90), pitch and
+roll (-20..20 each, our choice), projected weak-perspectively and drawn with PIL: a Lambert-shaded head
+silhouette with neck, shoulders and hair, sclera/iris/pupil, brows, a shaded nose with nostrils, lips and
+the mouth cavity, over backgrounds of gradients, low-frequency noise and random shapes, with random skin
+tone, light direction and colour cast.
 
 Self-occluded jaw points (0-16) are placed as LS3D-W / 300W-LP do: each jaw point lives on a horizontal
 "parallel" of the head, and when the point turns away from the camera it slides along that parallel to the
@@ -34,12 +34,29 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from superfan.pose import TEMPLATE, rotation
+from superfan.pose import _template_uncentred, rotation
+
+
+def _drawn_face() -> np.ndarray:
+    """The pose template's layout with its jaw on an ellipse (half width 70 mm, chin 115 mm below the eyes,
+    55 mm deep at the ears), centred. The drawing keeps this jaw, which its parallels below wrap around:
+    a synthetic face is its own ground truth, so it need not share the pose template's anthropometric jaw,
+    and keeping it keeps the demo's faces and figures as they are."""
+    pts = _template_uncentred()
+    for i in range(17):
+        th = math.pi * i / 16.0
+        c, s = math.cos(th), math.sin(th)
+        pts[i] = (-70.0 * math.copysign(abs(c) ** 0.85, c), 8.0 + 107.0 * s**1.15, -55.0 * c * c - 2.0 * s)
+    return pts - pts.mean(axis=0)
+
+
+#: The 68x3 face every synthetic identity starts from (mm, centred; see :func:`_drawn_face`).
+DRAWN_FACE: np.ndarray = _drawn_face()
 
 #: Azimuth of each jaw point on its horizontal head parallel (radians; -pi/2 = subject's right ear).
 _JAW_PHI = np.linspace(-math.pi / 2, math.pi / 2, 17) * 0.98
 #: Depth (template z) of the vertical axis the jaw parallels wrap around (roughly the ears' depth).
-_JAW_ZC = float(TEMPLATE[0, 2])
+_JAW_ZC = float(DRAWN_FACE[0, 2])
 
 _SKIN_TONES = np.array(
     [[255, 224, 196], [241, 194, 160], [224, 172, 128], [198, 134, 92], [160, 104, 68], [120, 76, 50],
@@ -57,7 +74,7 @@ def _col(c: np.ndarray) -> tuple[int, int, int]:
 
 def _identity(rng: np.random.Generator) -> np.ndarray:
     """The template with a random identity: region-wise scales and offsets (mm), eye and mouth opening."""
-    pts = TEMPLATE.copy()
+    pts = DRAWN_FACE.copy()
     width = rng.uniform(0.88, 1.12)
     height = rng.uniform(0.9, 1.1)
     pts[:, 0] *= width
