@@ -105,6 +105,40 @@ class FANConfig(_Strict):
 
 #: ``model.perceptual_weights`` value that asks for random ResNet-50 features on purpose (no warning).
 RANDOM_PERCEPTUAL_WEIGHTS = "random"
+#: The URL schemes ``model.perceptual_weights`` may use (besides a plain local path), and how each is read:
+#: never through webdataset's ``gopen`` (whose ``pipe:`` runs a shell command) or any other program.
+PERCEPTUAL_SCHEMES = {
+    "file": "a local file",
+    "s3": "superfan.storage (plain bytes)",
+    "http": "torch.hub (urllib, no program run)",
+    "https": "torch.hub (urllib, no program run)",
+}
+
+
+def check_perceptual_source(value: str) -> str:
+    """``value`` if it is a ``model.perceptual_weights`` source the loader reads as plain bytes (a local path,
+    ``file://``, ``s3://bucket/key``, ``http(s)://``, or ``random``), else a one-line ``ValueError``:
+    ``pipe:cmd`` and every other scheme are refused when the config is read, before anything runs. A local
+    file whose name looks like a scheme (``pipe:x``) is reachable as ``./pipe:x``."""
+    from urllib.parse import urlsplit
+
+    if not value.strip():
+        raise ValueError("expected a local path or URL of a ResNet-50 state dict, or 'random'")
+    if value == RANDOM_PERCEPTUAL_WEIGHTS:
+        return value
+    try:
+        parts = urlsplit(value)
+    except ValueError as err:
+        raise ValueError(f"not a valid path or URL ({err})") from None
+    scheme = parts.scheme.lower()
+    allowed = "a local path, file://, s3://, http:// or https://"
+    if scheme == "pipe":
+        raise ValueError(f"a pipe: URL would run a command and is never opened; use {allowed}")
+    if scheme and scheme not in PERCEPTUAL_SCHEMES:
+        raise ValueError(f"unsupported scheme '{scheme}:' (use {allowed}; a local file named so: ./{value})")
+    if scheme in {"s3", "http", "https"} and not (parts.netloc and parts.path.strip("/")):
+        raise ValueError(f"a {scheme}:// URL needs a host or bucket and a path")
+    return value
 
 
 class ModelConfig(_Strict):
@@ -117,8 +151,14 @@ class ModelConfig(_Strict):
         "https://download.pytorch.org/models/resnet50-0676ba61.pth. 'random' = random features, chosen "
         "knowingly. None = random features too, warned loudly; the paper profile refuses None (see "
         "load_config). Random features make Eq. 2 a random-projection loss, not the paper's; both are "
-        "recorded in checkpoints and reports.",
+        "recorded in checkpoints and reports. Only a local path, file://, s3:// or http(s):// is read "
+        "(check_perceptual_source); pipe: and other schemes are refused when the config is read.",
     )
+
+    @field_validator("perceptual_weights")
+    @classmethod
+    def _perceptual_source(cls, value: str | None) -> str | None:
+        return None if value is None else check_perceptual_source(value)
 
 
 # ---------------------------------------------------------------------------------------------- losses

@@ -25,7 +25,7 @@ from superfan.stagekinds import default_stages
 from superfan.train.driver import raise_data_error
 from sweeps import sealing
 from sweeps.inputs import ensure_data, ensure_teacher
-from sweeps.results import print_results, promote_best, trial_rows, write_report
+from sweeps.results import failure_line, print_results, promote_best, trial_rows, write_report
 from sweeps.settings import Sweep, read_sweep_file
 from sweeps.space import fixed_values, resolve_space, trial_config
 from sweeps.tuner import build_tuner, can_resume, restore_tuner
@@ -138,6 +138,9 @@ def plan(kind: str, args: argparse.Namespace) -> Sweep:
             stage.epochs = int(epochs)
     fixed = fixed_values(section)
     base = trial_config(cfg.to_dict(), fixed) if fixed else cfg
+    from superfan.train.driver import absolute_perceptual
+
+    absolute_perceptual(base)  # like the data: the trials' actors do not run in this directory
     specs = resolve_space(section, base, f"{args.config}: search.{kind}")
     from superfan.names import check_name
 
@@ -232,6 +235,16 @@ def _run(kind: str, sweep: Sweep, args: argparse.Namespace, embedded_default: bo
     if stopped and len(stopped) == len(results):  # every trial read the same bad data: say it once, exit 2
         print_results(rows, sweep)
         raise_data_error(stopped[0], f"all {len(results)} trials")
+    failed = [r for r in results if r.error is not None]
+    if failed and len(failed) == len(results):  # not one trial ran to its end: never a success, never a champion
+        print_results(rows, sweep)
+        print(
+            f"sweeps/{kind}.py: error: all trials failed ({len(failed)} of {len(results)}; the first: "
+            f"{failure_line(failed[0].error)}); nothing promoted, the trial logs are under {sweep.experiment_url}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
     champ = promote_best(candidates, sweep)
     print_results(rows, sweep, champ)
     _print_cost(results, sweep)
@@ -259,7 +272,7 @@ def _preflight(sweep: Sweep) -> None:
     from superfan.train.driver import preflight
 
     cfg = sweep.config
-    preflight(cfg, teacher=sweep.teacher, storage_url=sweep.storage, data=bool(cfg.data.train))
+    preflight(cfg, teacher=sweep.teacher, storage_url=sweep.storage, data=bool(cfg.data.train), stages=sweep.stages)
     _warn_random_perceptual(sweep, cfg)
 
 

@@ -10,6 +10,7 @@ ended before its last epoch ``STOPPED (ASHA)``. The rows are the sweep report's
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,18 @@ def trial_rows(results: Any, sweep: Sweep) -> tuple[list[dict[str, Any]], list[A
                 cand_params = {k: cfg[k] for k in sweep.space if k in cfg}
                 candidates.append(Candidate(checkpoint_url(ckpt, sweep.storage), metrics, str(trial_id), cand_params))
     return rows, candidates
+
+
+#: The exception line of a traceback: ``superfan.errors.ConfigError: message`` (the message optional).
+_EXCEPTION_LINE = re.compile(r"^\s*((?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Diverged|Data|Interrupt))(: .*)?$")
+
+
+def failure_line(error: BaseException) -> str:
+    """Why a trial failed, in one line: the last exception line of its (worker's) traceback, e.g.
+    ``superfan.errors.ConfigError: model.perceptual_weights '...': cannot load a state dict (...)``."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    found = [ln for ln in lines if _EXCEPTION_LINE.match(ln)]
+    return (found or lines or [type(error).__name__])[-1]
 
 
 def print_results(rows: list[dict[str, Any]], sweep: Sweep, champion: Any = None) -> None:

@@ -11,9 +11,11 @@ every trial::
     KEY: VALUE                              fixed for every trial
 
 The typed spec models below check the shape of a section (:mod:`sweeps.settings` reads the file);
-:func:`resolve_space` checks each spec against the config's own value, which becomes the first point, and
-turns it into the plain spec dict stored in ``sweep.json`` (``{"type": "loguniform", "low": .., "high": ..}``
-or ``{"type": "choice", "values": [..]}``); :func:`tune_space` makes Tune domains of those.
+:func:`resolve_space` checks each spec against the config's own value, which becomes the first point, checks
+that every value a trial can get builds a valid ``Config`` (:func:`check_candidates`: a choice of strings
+for ``data.batch_size`` is one line before Ray starts, not a trial that errors inside it), and turns it
+into the plain spec dict stored in ``sweep.json`` (``{"type": "loguniform", "low": .., "high": ..}`` or
+``{"type": "choice", "values": [..]}``); :func:`tune_space` makes Tune domains of those.
 """
 
 from __future__ import annotations
@@ -205,6 +207,7 @@ def resolve_space(
     it gains it (first). ``where`` (``"<file>: search.<kind>"``) starts every error message.
     """
     specs: dict[str, dict[str, Any]] = {}
+    base = config.to_dict() if isinstance(config, Config) else dict(config)
     for key, spec in section.items():
         if not isinstance(spec, BaseModel):
             continue
@@ -233,8 +236,34 @@ def resolve_space(
             isinstance(default, int | float) and not isinstance(default, bool) and s["low"] <= default <= s["high"]
         ):
             raise ConfigError(f"{at}: the config's value {default!r} is outside [{s['low']}, {s['high']}]")
+        check_candidates(base, key, s, at)
         specs[key] = s
     return specs
+
+
+def check_candidates(base: Mapping[str, Any], key: str, spec: Mapping[str, Any], at: str) -> None:
+    """Every value a trial can be given for ``key`` builds a valid ``Config`` (:func:`trial_config`, exactly
+    as the trial will), so a bad one is one line naming the parameter and the value before Ray starts, not a
+    trial that errors inside Ray: each choice; a range's ends, and for ``uniform``/``loguniform`` a value
+    between them with a fraction (a continuous range over an integer field such as ``data.batch_size``)."""
+    if spec["type"] == "choice":
+        candidates = [("choice", v) for v in spec["values"]]
+    else:
+        low, high = spec["low"], spec["high"]
+        candidates = [("low", low), ("high", high)]
+        if spec["type"] != "int":  # a point inside that is not a whole number
+            fractions = (1 / 3, 0.382, 0.618, 0.5 + 1e-6)
+            log = spec["type"] == "loguniform"
+            points = [low * (high / low) ** f if log else low + (high - low) * f for f in fractions]
+            candidates.append((f"{spec['type']} value", next((p for p in points if not p.is_integer()), points[0])))
+    for what, value in candidates:
+        try:
+            trial_config(base, {key: value})
+        except ConfigError as err:
+            reason = str(err).removeprefix("trial config: ")
+            hint = " (a uniform or loguniform range gives fractions: use type: int)" if what.endswith(" value") else ""
+            shown = decode(value) if isinstance(value, str) and "-" in value else value  # a layout as a list
+            raise ConfigError(f"{at}: {what} {shown!r} is not a valid value: {reason}{hint}") from None
 
 
 def tune_space(specs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Widths are tiny wherever the architecture, not the size, is under test, so the f
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -271,6 +272,32 @@ def test_perceptual_loads_a_saved_torchvision_state_dict(saved_resnet50) -> None
         got = net(x)
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e)
+
+
+@pytest.mark.slow
+def test_perceptual_weights_load_from_s3_and_from_a_local_file_named_like_a_url(
+    saved_resnet50, s3_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``s3://`` is read as plain bytes by superfan.storage (never webdataset's gopen), ``torch.load`` with
+    ``weights_only=True``; ``pipe:x`` is refused, while a local file of that name is ``./pipe:x``."""
+    from superfan import storage
+
+    path, ref = saved_resnet50
+    state = torch.load(path, weights_only=True)
+    buf = io.BytesIO()
+    torch.save({k: v for k, v in state.items() if k.startswith(("conv1.", "bn1.", "layer1."))}, buf)
+    storage.write_bytes("s3://superfan/weights/r50-layer1.pth", buf.getvalue())
+    net = PerceptualNet(weights="s3://superfan/weights/r50-layer1.pth", layers=("layer1",))
+    assert net.pretrained and net.weights_source == "s3://superfan/weights/r50-layer1.pth"
+    torch.testing.assert_close(net.layer1[0].conv1.weight, ref.layer1[0].conv1.weight)
+    with pytest.raises(ConfigError, match="cannot load a state dict") as err:
+        PerceptualNet(weights="s3://superfan/weights/missing.pth", layers=("layer1",))
+    assert "\n" not in str(err.value)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pipe:x").write_bytes(buf.getvalue())
+    assert PerceptualNet(weights="./pipe:x", layers=("layer1",)).pretrained
+    with pytest.raises(ConfigError, match="a pipe: URL would run a command"):
+        PerceptualNet(weights="pipe:x", layers=("layer1",))
 
 
 def test_perceptual_bad_weights_fail_with_one_line(tmp_path: Path) -> None:

@@ -3,14 +3,19 @@ file skipped with one line by ``enhance``), nothing written, and no Ray started.
 
 Non-UTF-8 sweep and config files, ``stages: []``, a damaged ``sweep.json`` for ``superfan sweep report``,
 ``--storage`` a file, a checkpoint without its config (enhance, evaluate, a champion), 16-bit and
-oversized PNGs for ``enhance``, and a shard whose first tar header is corrupt for ``superfan evaluate``.
-All in-process (the real command-line entry points), so a regression shows its traceback here.
+oversized PNGs for ``enhance``, a shard whose first tar header is corrupt for ``superfan evaluate``,
+``model.perceptual_weights: pipe:...`` (or a missing weights file), and search values the config refuses (a
+``choice`` of strings for ``data.batch_size``). All in-process (the real command-line entry points), so a
+regression shows its traceback here; one slow test runs a real sweep whose every trial fails (exit 1).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -358,3 +363,127 @@ def test_a_refused_pack_leaves_no_empty_destination(tmp_path: Path, capsys: pyte
     assert main(["pack", "300w", str(tmp_path / "missing"), str(dest), "--split", "t", "--no-progress"]) == 2
     assert "not a directory" in _one_error_line(capsys, "shards pack")
     assert not (tmp_path / "new").exists()
+
+
+# ------------------------------------------------------------------------------ perceptual weights
+
+_TINY_SWEEP = ["--config", str(CONFIGS / "tiny.yaml")]
+
+
+@pytest.mark.parametrize(
+    ("value", "expect"),
+    [
+        ("pipe:touch {marker}", "a pipe: URL would run a command and is never opened"),
+        ("PIPE:touch {marker}", "a pipe: URL would run a command and is never opened"),
+        ("gs://bucket/resnet50.pth", "unsupported scheme 'gs:'"),
+        ("hf://org/resnet50.pth", "unsupported scheme 'hf:'"),
+        ("weights:v2.pth", "a local file named so: ./weights:v2.pth"),
+        ("s3://", "a s3:// URL needs a host or bucket and a path"),
+    ],
+)
+def test_perceptual_weights_that_are_not_a_path_s3_or_http_are_one_line(
+    value: str, expect: str, shard_dir: Path, checkpoints: dict[str, Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """``model.perceptual_weights: pipe:...`` was accepted by every command (the trial then failed to find a
+    file of that name, inside Ray). Now refused when the config is read: ``superfan config``, ``superfan
+    train`` and the sweeps, one line, exit 2, before Ray starts; the command never runs."""
+    from sweeps.cli import main
+
+    marker = tmp_path / "ran"
+    override = f"model.perceptual_weights={value.format(marker=marker)}"
+    store = tmp_path / "st"
+    assert _superfan("config", "tiny", override) == 2
+    line = _one_error_line(capsys, "superfan config")
+    assert "model.perceptual_weights: Value error, " in line and expect in line, line
+    rc = _superfan("train", "superfan", "--config", "tiny", "--data", str(shard_dir), "--teacher",
+                   str(checkpoints["good"]), "--storage", str(store), override)  # fmt: skip
+    assert rc == 2
+    assert expect in _one_error_line(capsys, "superfan train")
+    assert main("loss_weights", "test", [*_TINY_SWEEP, "--storage", str(store), override]) == 2
+    assert expect in _one_error_line(capsys, "sweeps/loss_weights.py")
+    assert not marker.exists() and not store.exists()
+
+
+def test_missing_perceptual_weights_are_one_line_before_ray(
+    shard_dir: Path, checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A local (or ``s3://``) weights file that is not there, for stages that need the ResNet-50: one line
+    before Ray starts, not a trial that fails in its worker; ``superfan train fan`` needs no ResNet-50."""
+    from sweeps.cli import main
+
+    missing = tmp_path / "resnet50.pth"
+    store, weights = tmp_path / "st", f"model.perceptual_weights={missing}"
+    rc = _superfan("train", "superfan", "--config", "tiny", "--data", str(shard_dir), "--teacher",
+                   str(checkpoints["good"]), "--storage", str(store), weights)  # fmt: skip
+    assert rc == 2
+    line = _one_error_line(capsys, "superfan train")
+    assert line.endswith(f"model.perceptual_weights {str(missing)!r}: no such file"), line
+    argv = [*_TINY_SWEEP, "--storage", str(store), "--data", str(shard_dir), "--val", str(shard_dir),
+            "--teacher", str(checkpoints["good"]), weights]  # fmt: skip
+    assert main("loss_weights", "test", argv) == 2
+    line = _one_error_line(capsys, "sweeps/loss_weights.py")
+    assert line.endswith(f"model.perceptual_weights {str(missing)!r}: no such file"), line
+    assert not any(store.rglob("*"))  # at most the empty folder the plan makes for the Optuna database
+
+
+# ------------------------------------------------------------------------------ search-space values
+
+
+@pytest.mark.parametrize(
+    ("spec", "expect"),
+    [
+        ({"type": "choice", "values": [8, "large"]}, "choice 'large' is not a valid value: data.batch_size: Input "
+         "should be a valid integer"),
+        ({"type": "choice", "values": ["32"]}, "choice '32' is not a valid value"),
+        ({"type": "choice", "values": [8, True]}, "choice True is not a valid value: data.batch_size: Value error, "
+         "expected a number, not a boolean"),
+        ({"type": "choice", "values": [-4]}, "choice -4 is not a valid value: data.batch_size: Input should be "
+         "greater than 0"),
+        ({"type": "choice", "values": [4.5]}, "choice 4.5 is not a valid value: data.batch_size: Input should be a "
+         "valid integer, got a number with a fractional part"),
+        ({"type": "int", "low": 1, "high": 100000}, "high 100000 is not a valid value: data.batch_size: Input should "
+         "be less than or equal to 4096"),
+        ({"type": "uniform", "low": 1, "high": 64}, "(a uniform or loguniform range gives fractions: use type: int)"),
+    ],
+)  # fmt: skip
+def test_a_search_value_the_config_refuses_is_one_line_before_ray(
+    spec: dict[str, Any], expect: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ``choice`` of strings (booleans, negatives, fractions) for ``data.batch_size``: the trial that drew
+    one errored inside Ray while the config's own value made a champion, and the sweep exited 0. Every value
+    a trial can get is now built into a ``Config`` first: one line naming the parameter and the value."""
+    from sweeps.cli import main
+
+    data = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    data["search"]["loss_weights"]["data.batch_size"] = spec
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data))
+    store = tmp_path / "st"
+    assert main("loss_weights", "test", ["--config", str(path), "--storage", str(store)]) == 2
+    line = _one_error_line(capsys, "sweeps/loss_weights.py")
+    assert f"{path}: search.loss_weights.data.batch_size: " in line and expect in line, line
+    assert not store.exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_every_trial_failed_does_not_exit_0(
+    local_inputs: dict[str, str], sweep_yaml: Path, tmp_path: Path
+) -> None:
+    """One trial whose ResNet-50 URL cannot be fetched (http:// is fetched by the workers, not probed before):
+    it errors, nothing is promoted, and the sweep says so in one line and exits 1."""
+    store = tmp_path / "store"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1", "TORCH_HOME": str(tmp_path)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("RAY_ADDRESS", None)
+    args = ["--config", str(sweep_yaml), "--storage", str(store), "--name", "fails", "--samples", "1", "--epochs",
+            "1", "--data", local_inputs["train"], "--val", local_inputs["val"], "--teacher", local_inputs["teacher"],
+            "model.perceptual_weights=http://127.0.0.1:9/superfan-test-unreachable.pth"]  # fmt: skip
+    proc = subprocess.run([sys.executable, str(REPO / "sweeps" / "loss_weights.py"), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-6000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("sweeps/loss_weights.py: error: ")]
+    assert len(errors) == 1 and "error: all trials failed (1 of 1; the first: " in errors[0], out[-6000:]
+    assert "cannot load a state dict" in errors[0], errors
+    assert not (store / "champions").exists()

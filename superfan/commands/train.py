@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     stages = resolve_stages(cfg, stages, args.init)  # user errors before Ray starts
     teacher = getattr(args, "teacher", None) or cfg.train.teacher
     require_teacher(cfg, stages, teacher)
-    preflight(cfg, teacher=teacher, resume_from=args.init, storage_url=root)
+    preflight(cfg, teacher=teacher, resume_from=args.init, storage_url=root, stages=stages)
     import ray.train
 
     from superfan.train.session import ray_session

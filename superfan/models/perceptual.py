@@ -5,11 +5,15 @@ The paper uses features "after the B1, B2 and B3 blocks of ResNet-50", i.e. torc
 torchvision's ``resnet50`` with its own parameter names, truncated after the deepest requested layer, so
 a torchvision-format ImageNet state dict loads directly (``fc``/``layer4`` keys are ignored).
 
-Weights are never downloaded on our own initiative: ``weights`` is a local path, ``file://`` URL, or an
-``http(s)://`` URL the user chose to give. Without weights the features are random, which makes the
-"perceptual" loss a random-projection loss. ``weights=None`` (nothing configured) is warned once per
-process; ``weights="random"`` (``config.RANDOM_PERCEPTUAL_WEIGHTS``, what the paper profile requires to
-train without weights) is the same network, chosen knowingly, so it is not warned. Both are recorded
+Weights are never downloaded on our own initiative: ``weights`` is a local path, ``file://`` URL, an
+``s3://`` URL (read as plain bytes by :mod:`superfan.storage`), or an ``http(s)://`` URL the user chose to
+give (torch.hub); always ``torch.load(weights_only=True)``. ``pipe:`` and other schemes are refused
+(:func:`superfan.config.check_perceptual_source`), so no value can make the loader run a program.
+
+Without weights the features are random, which makes the "perceptual" loss a random-projection loss.
+``weights=None`` (nothing configured) is warned once per process; ``weights="random"``
+(``config.RANDOM_PERCEPTUAL_WEIGHTS``, what the paper profile requires to train without weights) is the
+same network, chosen knowingly, so it is not warned. Both are recorded
 (``pretrained=False``; ``weights_source`` None or ``"random"``) so checkpoints and reports say so. A file
 literally named ``random`` is ``./random``.
 
@@ -18,6 +22,7 @@ Input is an image in [0, 1]; ImageNet mean/std normalisation happens inside, as 
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -27,7 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from superfan.config import RANDOM_PERCEPTUAL_WEIGHTS
+from superfan import storage
+from superfan.config import RANDOM_PERCEPTUAL_WEIGHTS, check_perceptual_source
 from superfan.errors import ConfigError
 
 LAYERS = ("layer1", "layer2", "layer3")
@@ -54,11 +60,15 @@ def _load_state_dict(source: str) -> Mapping[str, torch.Tensor]:
     """A torchvision-format state dict from a path or URL, with ``weights_only=True``; one-line errors."""
     where = f"model.perceptual_weights {source!r}"
     try:
+        check_perceptual_source(source)  # the config refused it already; a caller's own string too
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    try:
         if source.startswith(("http://", "https://")):
             state = torch.hub.load_state_dict_from_url(source, map_location="cpu", progress=False, weights_only=True)
+        elif storage.is_s3(source):  # plain bytes through our storage layer, never webdataset's gopen
+            state = torch.load(io.BytesIO(storage.read_bytes(source)), map_location="cpu", weights_only=True)
         else:
-            if "://" in source and not source.startswith("file://"):
-                raise ConfigError(f"{where}: unsupported URL scheme (use a path, file://, http:// or https://)")
             path = Path(source.removeprefix("file://")).expanduser()
             if not path.is_file():
                 raise ConfigError(f"{where}: no such file")

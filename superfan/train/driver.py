@@ -13,10 +13,11 @@ built from ``AWS_ENDPOINT_URL`` (``superfan.storage.pyarrow_fs``) so SeaweedFS/M
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from superfan import storage
-from superfan.config import Config, is_checkpoint_ref
+from superfan.config import RANDOM_PERCEPTUAL_WEIGHTS, Config, is_checkpoint_ref
 from superfan.errors import ConfigError, StorageError, UserError
 from superfan.stagekinds import default_stages, require_teacher
 from superfan.storage import absolute as absolute_url
@@ -73,12 +74,36 @@ def worker_resources(cfg: Config, gpu: bool) -> dict[str, float]:
     return resources
 
 
+def absolute_perceptual(cfg: Config) -> None:
+    """Make a local ``model.perceptual_weights`` path absolute in ``cfg`` (Ray's workers run elsewhere)."""
+    src = cfg.model.perceptual_weights
+    if src and src != RANDOM_PERCEPTUAL_WEIGHTS and "://" not in src:
+        cfg.model.perceptual_weights = absolute_url(src)
+
+
+def check_perceptual_file(cfg: Config, stages: list[str]) -> None:
+    """One line now, not a failed trial later, when the stages run need the ResNet-50 and its local file or
+    ``s3://`` object is missing (the scheme was checked when the config was read; an ``http(s)://`` URL is
+    fetched by the workers, not probed here)."""
+    from superfan.stagekinds import STAGE_SPECS
+
+    src = cfg.model.perceptual_weights
+    if src in (None, RANDOM_PERCEPTUAL_WEIGHTS) or src.startswith(("http://", "https://")):
+        return
+    if not any(STAGE_SPECS[cfg.stage(n).kind].needs_perceptual for n in stages):
+        return
+    found = storage.exists(src) if storage.is_s3(src) else Path(src.removeprefix("file://")).expanduser().is_file()
+    if not found:
+        raise ConfigError(f"model.perceptual_weights {src!r}: no such file")
+
+
 def preflight(cfg: Config, *, teacher: str | None = None, resume_from: str | None = None,
-              storage_url: str | None = None, workers: int | None = None, data: bool = True) -> None:  # fmt: skip
+              storage_url: str | None = None, workers: int | None = None, data: bool = True,
+              stages: list[str] | None = None) -> None:  # fmt: skip
     """Every user error that can be found before Ray starts, each as one line: train and val data reachable
     with a manifest or shards (and a known size for one-pass epochs), the teacher and start checkpoints
-    present, the storage writable. ``data=False``: the data is packed later (a sweep's synthetic faces).
-    ``superfan train`` and the sweep drivers call it."""
+    present, the perceptual weights of ``stages`` present, the storage writable. ``data=False``: the data is
+    packed later (a sweep's synthetic faces). ``superfan train`` and the sweep drivers call it."""
     from superfan.checkpoint import require_file
     from superfan.data.manifest import resolve_dataset
     from superfan.data.stream import batches_per_epoch
@@ -100,6 +125,7 @@ def preflight(cfg: Config, *, teacher: str | None = None, resume_from: str | Non
                     require_file(ref)
                 except UserError as err:
                     raise type(err)(f"{what}: {err}") from None
+        check_perceptual_file(cfg, stages or [])
         if storage_url:
             storage.check_writable(storage_url)
 
@@ -180,6 +206,7 @@ def build_trainer(
     cfg = cfg.model_copy(deep=True)
     cfg.data.train = [absolute_url(u) for u in cfg.data.train]
     cfg.data.val = [absolute_url(u) for u in cfg.data.val]
+    absolute_perceptual(cfg)
     teacher = teacher or cfg.train.teacher
     teacher = absolute_url(teacher) if teacher else None
     resume_from = absolute_url(resume_from) if resume_from else None
