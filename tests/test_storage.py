@@ -227,7 +227,7 @@ def test_retry_window_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.slow
 def test_s3_create_exclusive_is_a_conditional_write(s3_env: dict[str, str]) -> None:
     """SeaweedFS honours ``If-None-Match: *``: the second create of one key loses, and the first stays."""
-    url = f"s3://superfan/test-storage/claims/{time.time_ns()}"
+    url = f"s3://superfan/test-storage-claims/{time.time_ns()}"  # outside test_s3_round_trip's listing
     assert storage.create_exclusive(url, b"mine")
     assert not storage.create_exclusive(url, b"theirs")
     assert storage.read_bytes(url) == b"mine"
