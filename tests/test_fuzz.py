@@ -466,22 +466,11 @@ def test_any_image_file_is_8_bit_rgb_within_bounds_or_one_line(
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real checkpoint of the tiny profile's freshly initialised networks."""
-    import torch
-
     from superfan.checkpoint import save_checkpoint
-    from superfan.models import FAN, Generator
+    from tests.test_one_line_errors import tiny_end2end_payload
 
-    cfg = load_config("tiny")
-    torch.manual_seed(0)
-    payload = {
-        "stage": "end2end", "stage_kind": "end2end", "stage_index": 3, "epoch": 0, "global_epoch": 0, "step": 0,
-        "generator": Generator.from_config(cfg.model.generator).state_dict(),
-        "fan": FAN.from_config(cfg.model.fan).state_dict(), "critic": None, "optimizers": {}, "schedulers": {},
-        "config": cfg.to_dict(), "metrics": {}, "perceptual_pretrained": False, "perceptual_weights": None,
-        "teacher": None,
-    }  # fmt: skip
     out = tmp_path_factory.mktemp("fuzz-ckpt") / "end2end"
-    save_checkpoint(out, payload)
+    save_checkpoint(out, tiny_end2end_payload())
     return out
 
 

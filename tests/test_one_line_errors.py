@@ -43,7 +43,7 @@ def _one_error_line(capsys: pytest.CaptureFixture[str], prog: str) -> str:
     return lines[0]
 
 
-def _payload(**over: Any) -> dict[str, Any]:
+def tiny_end2end_payload(**over: Any) -> dict[str, Any]:
     """A real checkpoint payload of the tiny profile's freshly initialised networks."""
     from superfan.config import load_config
     from superfan.models import FAN, Generator
@@ -67,8 +67,8 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from superfan.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("ckpts")
-    save_checkpoint(root / "good", _payload())
-    bare = _payload()
+    save_checkpoint(root / "good", tiny_end2end_payload())
+    bare = tiny_end2end_payload()
     del bare["config"]
     save_checkpoint(root / "no_config", bare)
     return {"good": root / "good", "no_config": root / "no_config"}
@@ -235,7 +235,7 @@ def test_a_champion_whose_checkpoint_has_no_config_is_one_line(
 def test_a_checkpoint_with_weights_that_are_not_tensors_is_one_line(tmp_path: Path) -> None:
     from superfan.checkpoint import load_checkpoint, save_checkpoint
 
-    save_checkpoint(tmp_path / "ck", _payload(fan={"w": [1, 2, 3]}))
+    save_checkpoint(tmp_path / "ck", tiny_end2end_payload(fan={"w": [1, 2, 3]}))
     with pytest.raises(IntegrityError, match="its fan weights are not a state dict of tensors"):
         load_checkpoint(tmp_path / "ck")
 
