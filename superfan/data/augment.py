@@ -29,6 +29,7 @@ import io
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -197,3 +198,17 @@ def apply_color_jitter(images: torch.Tensor, factors: torch.Tensor) -> torch.Ten
     t = ((1 - c_) * b_ * mean_grey).view(-1, 1, 1)
     out = torch.baddbmm(t.expand(n, ch, 1), a, flat).reshape(n, ch, h, wd)
     return out.clamp_(0.0, 1.0)
+
+
+def collate_face_fields(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The per-face fields every batch carries beside its pixels and points, whichever side augments it (the
+    stream's collate and the device path's hand-over): pose, identity, the jitter draw and the bad samples
+    met on the way."""
+    return {
+        "yaw": torch.tensor([s["yaw"] for s in samples], dtype=torch.float32),
+        "pose_source": [s["pose_source"] for s in samples],
+        "key": [s["key"] for s in samples],
+        "url": [s["url"] for s in samples],
+        "jitter": torch.tensor([s["jitter"] for s in samples], dtype=torch.float32),
+        "bad_samples": [b for s in samples for b in s["bad_samples"]],
+    }

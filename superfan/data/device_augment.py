@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from superfan.config import AugmentConfig, Config
-from superfan.data.augment import AugmentParams, check_pixels, open_image, source_matrix
+from superfan.data.augment import AugmentParams, check_pixels, collate_face_fields, open_image, source_matrix
 from superfan.data.degrade import apply_degrade
 from superfan.errors import BadData, BadSample
 from superfan.landmarks import FLIP_PERMUTATION, NUM_LANDMARKS, points_to_heatmaps
@@ -156,12 +156,7 @@ def collate_handover(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "m": torch.from_numpy(np.stack([s["m"] for s in samples])),
         "flip": torch.tensor([s["flip"] for s in samples], dtype=torch.bool),
         "points": torch.from_numpy(np.stack([s["points"] for s in samples])),
-        "yaw": torch.tensor([s["yaw"] for s in samples], dtype=torch.float32),
-        "pose_source": [s["pose_source"] for s in samples],
-        "key": [s["key"] for s in samples],
-        "url": [s["url"] for s in samples],
-        "jitter": torch.tensor([s["jitter"] for s in samples], dtype=torch.float32),
-        "bad_samples": [b for s in samples for b in s["bad_samples"]],
+        **collate_face_fields(samples),
     }
 
 

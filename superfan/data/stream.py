@@ -56,7 +56,7 @@ import torch
 from superfan import storage
 from superfan.config import Config
 from superfan.data import badsamples
-from superfan.data.augment import IDENTITY, apply_color_jitter, sample_params, warp_face
+from superfan.data.augment import IDENTITY, apply_color_jitter, collate_face_fields, sample_params, warp_face
 from superfan.data.degrade import SCALE, degrade, sample_degrade
 from superfan.data.device_augment import collate_handover, handover_face
 from superfan.data.manifest import ShardSet, resolve_dataset
@@ -353,12 +353,7 @@ class FaceStream:
             "hr": imgs.permute(0, 3, 1, 2).float().div_(255.0),
             "landmarks": lms,
             "has_landmarks": torch.isfinite(lms).all(dim=2).all(dim=1),
-            "yaw": torch.tensor([s["yaw"] for s in samples], dtype=torch.float32),
-            "pose_source": [s["pose_source"] for s in samples],
-            "key": [s["key"] for s in samples],
-            "url": [s["url"] for s in samples],
-            "jitter": torch.tensor([s["jitter"] for s in samples], dtype=torch.float32),
-            "bad_samples": [b for s in samples for b in s["bad_samples"]],
+            **collate_face_fields(samples),
         }
 
     # 5. per batch: jitter, degradation, heatmaps
