@@ -13,7 +13,7 @@
 #        evaluation is skipped, saying so, when AFLW2000_DIR is absent)
 #   environment: TRAIN_VIEWS (profiled views per training face, default 2), PROFILE_PITCH (degrees of pitch
 #   tilt per view, default 15); to go on from scripts/teacher_study.sh, which packs the same shards and
-#   trains the same teacher: PACKS (its packs folder, used instead of packing) and TEACHER (its checkpoint,
+#   trains the same teacher: PACKS (its packs folder, reused; default OUT/packs) and TEACHER (its checkpoint,
 #   used instead of training one)
 #
 # The profile's stages form one chain (pixel -> feature -> heatmap -> gan -> end2end, each starting from the
@@ -41,36 +41,18 @@ step() {
   last=$now
 }
 
-if [ -n "${PACKS:-}" ]; then
-  step "packs from $PACKS"
-  for name in train val "train-profiled-v$TRAIN_VIEWS-p$PROFILE_PITCH" val-profiled aflw2000; do
-    [ -f "$PACKS/$name/manifest.json" ] || { echo "acceptance: $PACKS/$name/manifest.json not found" >&2; exit 2; }
-  done
-  mkdir -p "$OUT/shards"
-  for name in train val val-profiled aflw2000; do ln -s "$(cd "$PACKS/$name" && pwd)" "$OUT/shards/$name"; done
-  ln -s "$(cd "$PACKS/train-profiled-v$TRAIN_VIEWS-p$PROFILE_PITCH" && pwd)" "$OUT/shards/train-profiled"
-fi
-[ -f "$OUT/shards/train/manifest.json" ] || {
-step "pack train (hash 0-0.8) and val (hash 0.8-1)"
-python -m shards pack 300w "$DATA" "$OUT/shards/train" --split train --hash-range 0:0.8 --pack-workers 2 --no-progress \
-  --jaw 2d-3d
-python -m shards pack 300w "$DATA" "$OUT/shards/val" --split val --hash-range 0.8:1 --pack-workers 2 --no-progress
-
-# 300W-LP-style profiled views (shards/profile.py), each in its source face's split: training faces turned to
-# $TRAIN_VIEWS of 30..90 degrees beyond their own yaw, each view's pitch tilted by up to $PROFILE_PITCH degrees;
-# validation faces to 45 and 75, so the three yaw bins of the evaluation are filled. Views are labelled on
-# the 3D jaw contour (2D-3D), as AFLW2000-3D is.
-step "profile train ($TRAIN_VIEWS view(s) a face) and val (45 and 75 degrees)"
-python -m shards pack 300w "$DATA" "$OUT/shards/train-profiled" --split train --hash-range 0:0.8 --pack-workers 2 --no-progress \
-  --yaws default --profile-views "$TRAIN_VIEWS" --profile-pitch "$PROFILE_PITCH"
-python -m shards pack 300w "$DATA" "$OUT/shards/val-profiled" --split val --hash-range 0.8:1 --pack-workers 2 --no-progress \
-  --yaws 45,75
-if [ -d "$AFLW" ]; then
-  python -m shards pack mat "$AFLW" "$OUT/shards/aflw2000" --split val --dataset aflw2000 --pack-workers 2 --no-progress
-else
-  echo "acceptance: $AFLW not found: the evaluation on real faces in every pose is skipped" >&2
-fi
-}
+# The shards (scripts/real_face_packs.sh): 300-W split into train/val by a stable hash of each face's key, the
+# training faces' jaws on the 3D contour, their profiled views, and AFLW2000-dev.
+source "$(dirname "$0")/real_face_packs.sh"
+PACKS=${PACKS:-$OUT/packs}
+step "pack and profile 300-W ($TRAIN_VIEWS view(s) a training face, 45 and 75 degrees a validation face), pack AFLW2000 (in $PACKS; reused when present)"
+mkdir -p "$PACKS" && PACKS=$(cd "$PACKS" && pwd)
+real_face_packs "$PACKS" "$DATA" "$AFLW" "$TRAIN_VIEWS" "$PROFILE_PITCH"
+mkdir -p "$OUT/shards"
+for name in train val val-profiled aflw2000; do
+  if [ -d "$PACKS/$name" ]; then ln -s "$PACKS/$name" "$OUT/shards/$name"; fi
+done
+ln -s "$PACKS/train-profiled-v$TRAIN_VIEWS-p$PROFILE_PITCH" "$OUT/shards/train-profiled"
 TRAIN="$OUT/shards/train/manifest.json" VAL="$OUT/shards/val/manifest.json"
 TRAIN_P="$OUT/shards/train-profiled/manifest.json" VAL_P="$OUT/shards/val-profiled/manifest.json"
 AFLW_VAL=""
@@ -81,11 +63,11 @@ if [ -n "${TEACHER:-}" ]; then
   step "teacher FAN: $TEACHER"
   echo "checkpoint: $TEACHER" > "$OUT/teacher.log"
 else
-step "teacher FAN"
-superfan train fan --config "$PROFILE" --data "$TRAIN" --data "$TRAIN_P" --val "$VAL" --val "$VAL_P" \
-  --storage "$OUT/runs" --name teacher | tee "$OUT/teacher.log"
-TEACHER=$(sed -n 's/^checkpoint: //p' "$OUT/teacher.log" | tail -1)
-[ -n "$TEACHER" ] || { echo "acceptance: the teacher run printed no checkpoint" >&2; exit 1; }
+  step "teacher FAN"
+  superfan train fan --config "$PROFILE" --data "$TRAIN" --data "$TRAIN_P" --val "$VAL" --val "$VAL_P" \
+    --storage "$OUT/runs" --name teacher | tee "$OUT/teacher.log"
+  TEACHER=$(sed -n 's/^checkpoint: //p' "$OUT/teacher.log" | tail -1)
+  [ -n "$TEACHER" ] || { echo "acceptance: the teacher run printed no checkpoint" >&2; exit 1; }
 fi
 
 step "Super-FAN stages (one chain, one checkpoint kept per epoch)"

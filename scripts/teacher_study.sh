@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The teacher FAN alone, scored the way the acceptance chain scores it: how width, stacks, schedule and the
-# profiled views change FAN-HR on real faces in every pose. Packs faces-300w and AFLW2000-dev exactly as
-# scripts/acceptance_300w.sh does (reused from PACKS when already there), trains `superfan train fan` with
+# profiled views change FAN-HR on real faces in every pose. Packs faces-300w and AFLW2000-dev as
+# scripts/acceptance_300w.sh does (scripts/real_face_packs.sh; reused from PACKS when already there), trains `superfan train fan` with
 # the given dotted overrides, and evaluates the teacher three times: on the real validation faces, on those
 # with their rendered profiled views, and on AFLW2000-dev (never trained on, never used to pick a
 # checkpoint: the teacher is its run's last checkpoint).
@@ -30,18 +30,9 @@ OUT=$(cd "$OUT" && pwd) PACKS=$(cd "$PACKS" && pwd)
 start=$(date +%s)
 step() { echo "== $1 (at $(( $(date +%s) - start )) s)"; }
 
-pack() {  # NAME ARGS...: pack once into PACKS/NAME
-  local name=$1; shift
-  [ -f "$PACKS/$name/manifest.json" ] && return 0
-  python -m shards pack "$@" "$PACKS/$name" --pack-workers 2 --no-progress
-}
+source "$(dirname "$0")/real_face_packs.sh"
 step "packs (in $PACKS; reused when present)"
-pack train 300w "$DATA" --split train --hash-range 0:0.8 --jaw 2d-3d
-pack val 300w "$DATA" --split val --hash-range 0.8:1
-pack "train-profiled-v$TRAIN_VIEWS-p$PROFILE_PITCH" 300w "$DATA" --split train --hash-range 0:0.8 \
-  --yaws default --profile-views "$TRAIN_VIEWS" --profile-pitch "$PROFILE_PITCH"
-pack val-profiled 300w "$DATA" --split val --hash-range 0.8:1 --yaws 45,75
-pack aflw2000 mat "$AFLW" --split val --dataset aflw2000
+real_face_packs "$PACKS" "$DATA" "$AFLW" "$TRAIN_VIEWS" "$PROFILE_PITCH"
 M() { echo "$PACKS/$1/manifest.json"; }
 
 step "teacher FAN ($PROFILE ${*:-with no overrides})"
